@@ -14,3 +14,5 @@ pub mod sealed;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BlobId, ObjectId};
+pub mod config;
+pub mod manifest;
