@@ -239,10 +239,10 @@ impl IndexCache {
             .map(|(i, p)| (*p, u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
         for e in new_entries {
-            if !pack_ordinal.contains_key(&e.pack) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = pack_ordinal.entry(e.pack) {
                 let ordinal =
                     u32::try_from(packs.len()).map_err(|_| Error::config("too many packs"))?;
-                pack_ordinal.insert(e.pack, ordinal);
+                slot.insert(ordinal);
                 packs.push(e.pack);
             }
         }
@@ -283,17 +283,22 @@ impl IndexCache {
             let old = self.entry(i)?;
             while let Some(n) = new_iter.next_if(|n| n.blob < old.blob) {
                 if last != Some(n.blob) {
-                    emit(&mut out, n, pack_ordinal[&n.pack], &mut buf)?;
+                    emit(&mut out, n, ordinal_of(&pack_ordinal, &n.pack)?, &mut buf)?;
                     last = Some(n.blob);
                 }
             }
             while new_iter.next_if(|n| n.blob == old.blob).is_some() {}
-            emit(&mut out, &old, pack_ordinal[&old.pack], &mut buf)?;
+            emit(
+                &mut out,
+                &old,
+                ordinal_of(&pack_ordinal, &old.pack)?,
+                &mut buf,
+            )?;
             last = Some(old.blob);
         }
         for n in new_iter {
             if last != Some(n.blob) {
-                emit(&mut out, n, pack_ordinal[&n.pack], &mut buf)?;
+                emit(&mut out, n, ordinal_of(&pack_ordinal, &n.pack)?, &mut buf)?;
                 last = Some(n.blob);
             }
         }
@@ -315,6 +320,15 @@ impl IndexCache {
         file.sync_all()?;
         Ok(())
     }
+}
+
+fn ordinal_of(map: &std::collections::HashMap<ObjectId, u32>, pack: &ObjectId) -> Result<u32> {
+    map.get(pack).copied().ok_or_else(|| {
+        Error::corrupt(format!(
+            "pack {} missing from the cache's pack table",
+            pack.short()
+        ))
+    })
 }
 
 struct HashingWriter {

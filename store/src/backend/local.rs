@@ -1,0 +1,192 @@
+//! A vault in a local directory.
+//!
+//! Create-only writes: the bytes go to a temp file under `.tmp/`, are
+//! fsynced, then hard-linked to their final name — `link(2)` fails if the
+//! name exists, so nothing is ever overwritten, even by a concurrent
+//! writer — and the parent directory is fsynced so the name is durable.
+//! File I/O runs on tokio's blocking pool.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::{Backend, ByteRange, GetResult, Listed};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A vault rooted at a directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join(".tmp"))
+            .map_err(|e| Error::from(e).context(format!("vault directory {}", root.display())))?;
+        Ok(LocalBackend { root })
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        let ok = !name.is_empty()
+            && !name.starts_with('/')
+            && name
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && !c.starts_with(".tmp"));
+        if !ok {
+            return Err(Error::config(format!("invalid object name {name:?}")));
+        }
+        Ok(self.root.join(name))
+    }
+}
+
+fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::config("object has no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = root.join(".tmp").join(format!(
+        "{}-{}",
+        std::process::id(),
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok::<_, std::io::Error>(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            )
+        } else {
+            Error::from(e).context(format!("writing {}", path.display()))
+        }
+    })
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<Listed>> {
+    // Start from the deepest directory the prefix names.
+    let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+    let mut out = Vec::new();
+    let mut stack = vec![(root.join(dir_part), dir_part.to_string())];
+    while let Some((dir, name)) = stack.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::from(e).context(format!("listing {}", dir.display()))),
+        };
+        for ent in rd {
+            let ent = ent?;
+            let Some(file_name) = ent.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if file_name.starts_with(".tmp") {
+                continue;
+            }
+            let full = if name.is_empty() {
+                file_name
+            } else {
+                format!("{name}/{file_name}")
+            };
+            let ft = ent.file_type()?;
+            if ft.is_dir() {
+                if full.starts_with(prefix) || prefix.starts_with(&format!("{full}/")) {
+                    stack.push((ent.path(), full));
+                }
+            } else if ft.is_file() && full.starts_with(prefix) {
+                out.push(Listed {
+                    name: full,
+                    size: ent.metadata()?.len(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("blocking task failed: {e}")))?
+}
+
+#[async_trait::async_trait]
+impl Backend for LocalBackend {
+    async fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(name)?;
+        let root = self.root.clone();
+        blocking(move || put_blocking(&root, &path, &bytes)).await
+    }
+
+    async fn get(&self, name: &str, range: ByteRange) -> Result<GetResult> {
+        let path = self.path(name)?;
+        let name = name.to_string();
+        blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f =
+                std::fs::File::open(&path).map_err(|e| Error::from(e).context(name.clone()))?;
+            let total_len = f.metadata()?.len();
+            let (s, e) = match &range {
+                ByteRange::All => (0, total_len),
+                ByteRange::Bounded(r) => {
+                    let s = r.start.min(total_len);
+                    (s, r.end.min(total_len).max(s))
+                }
+                ByteRange::Suffix(n) => (total_len.saturating_sub(*n), total_len),
+            };
+            f.seek(SeekFrom::Start(s))?;
+            let mut buf = Vec::with_capacity(usize::try_from(e - s).unwrap_or(0));
+            f.take(e - s).read_to_end(&mut buf)?;
+            Ok(GetResult {
+                bytes: Bytes::from(buf),
+                total_len,
+            })
+        })
+        .await
+    }
+
+    async fn head(&self, name: &str) -> Result<u64> {
+        let path = self.path(name)?;
+        let name = name.to_string();
+        blocking(move || {
+            Ok(std::fs::metadata(&path)
+                .map_err(|e| Error::from(e).context(name))?
+                .len())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || list_blocking(&root, &prefix)).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        blocking(move || Ok(std::fs::remove_file(&path)?)).await
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = super::LocalBackend::new(dir.path()).unwrap();
+        super::super::conformance::run_all(&b).await;
+    }
+}

@@ -1,0 +1,187 @@
+//! Dedup and packing for one pass: blobs in, packs out to the uploader.
+//!
+//! Workers call [`Packer::store_blob`] from the blocking pool. A blob the
+//! index or this pass already has is skipped; a new one is compressed and
+//! encrypted into a pack builder taken from a small pool (one per worker),
+//! and a full pack goes over a bounded channel to an async uploader, so a
+//! slow vault slows the workers instead of filling memory.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::IngestProgress;
+use crate::backend::DynBackend;
+use crate::chunk::ChunkerParams;
+use crate::crypto::{random_bytes, Keys};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::BlobId;
+use crate::index::cache::IndexCache;
+use crate::index::IndexEntry;
+use crate::pack::{FinishedPack, PackBuilder};
+use crate::repo::{pack_name, Repository};
+
+/// Uploads in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// What the packer wrote.
+#[derive(Debug, Default)]
+pub(super) struct Packed {
+    pub entries: Vec<IndexEntry>,
+    pub packs: u64,
+    pub blobs: u64,
+    pub stored_bytes: u64,
+}
+
+pub(super) struct Packer {
+    keys: Keys,
+    chunker: ChunkerParams,
+    zstd_level: i32,
+    target: usize,
+    index: Arc<IndexCache>,
+    session: Mutex<HashSet<BlobId>>,
+    pool: Mutex<Vec<PackBuilder>>,
+    tx: mpsc::Sender<FinishedPack>,
+    uploader: JoinHandle<Result<Packed>>,
+}
+
+impl Packer {
+    pub(super) fn start(
+        repo: &Repository,
+        target: usize,
+        workers: usize,
+        progress: Arc<IngestProgress>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(workers.max(2));
+        let uploader = tokio::spawn(upload_loop(repo.backend().clone(), rx, progress));
+        Packer {
+            keys: repo.keys().clone(),
+            chunker: repo.config().chunker,
+            zstd_level: repo.config().zstd_level,
+            target,
+            index: repo.index(),
+            session: Mutex::new(HashSet::new()),
+            pool: Mutex::new(Vec::new()),
+            tx,
+            uploader,
+        }
+    }
+
+    pub(super) fn chunker(&self) -> &ChunkerParams {
+        &self.chunker
+    }
+
+    /// Stores one blob unless the vault or this pass has it; returns its id.
+    /// Called on the blocking pool.
+    pub(super) fn store_blob(&self, data: &[u8]) -> Result<BlobId> {
+        let id = self.keys.blob_id(data);
+        if self.index.contains(&id) || !self.session.lock().expect("session lock").insert(id) {
+            return Ok(id);
+        }
+        let builder = self.pool.lock().expect("pool lock").pop();
+        let mut builder = builder.unwrap_or_else(|| {
+            PackBuilder::new(&self.keys, random_bytes(), self.target + (1 << 20))
+        });
+        builder.add(id, data, self.zstd_level)?;
+        if builder.len_bytes() >= self.target {
+            self.tx.blocking_send(builder.finish()).map_err(|_| {
+                Error::new(
+                    ErrorKind::Io,
+                    "pack uploader stopped after an upload failure (see the log)",
+                )
+            })?;
+        } else {
+            self.pool.lock().expect("pool lock").push(builder);
+        }
+        Ok(id)
+    }
+
+    /// Flushes partly filled packs, waits for every upload, and returns
+    /// the index entries of all packs written.
+    pub(super) async fn finish(self) -> Result<Packed> {
+        let builders = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
+        for b in builders.into_iter().filter(|b| !b.is_empty()) {
+            let pack = tokio::task::spawn_blocking(move || b.finish())
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("pack task: {e}")))?;
+            if self.tx.send(pack).await.is_err() {
+                break; // the uploader failed; its error is returned below
+            }
+        }
+        drop(self.tx);
+        self.uploader
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("uploader task: {e}")))?
+    }
+}
+
+async fn upload_loop(
+    backend: DynBackend,
+    mut rx: mpsc::Receiver<FinishedPack>,
+    progress: Arc<IngestProgress>,
+) -> Result<Packed> {
+    let mut packed = Packed::default();
+    let mut set: JoinSet<Result<(usize, u64)>> = JoinSet::new();
+    let mut result = Ok(());
+    while let Some(pack) = rx.recv().await {
+        let len = pack.bytes.len() as u64;
+        packed.packs += 1;
+        packed.blobs += pack.entries.len() as u64;
+        packed.stored_bytes += len;
+        packed.entries.extend(
+            pack.entries
+                .iter()
+                .map(|e| IndexEntry::from_pack(pack.id, e)),
+        );
+        let b = backend.clone();
+        set.spawn(async move {
+            let name = pack_name(&pack.id);
+            b.put(&name, Bytes::from(pack.bytes))
+                .await
+                .map_err(|e| e.context(name))?;
+            tracing::debug!(pack = %pack.id, bytes = len, "pack uploaded");
+            Ok((0, len))
+        });
+        while set.len() >= UPLOAD_CONCURRENCY {
+            if let Err(e) = joined(set.join_next().await, &progress) {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    while let Some(j) = set.join_next().await {
+        if let Err(e) = joined(Some(j), &progress) {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    if let Err(e) = result {
+        tracing::error!(error = %e, "pack upload failed");
+        return Err(e);
+    }
+    Ok(packed)
+}
+
+fn joined(
+    j: Option<std::result::Result<Result<(usize, u64)>, tokio::task::JoinError>>,
+    progress: &IngestProgress,
+) -> Result<()> {
+    match j {
+        Some(Ok(Ok((_, len)))) => {
+            progress.stored_bytes.fetch_add(len, Ordering::Relaxed);
+            Ok(())
+        }
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(Error::new(ErrorKind::Io, format!("upload task: {e}"))),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,498 @@
+//! The repository: a vault opened with its key.
+//!
+//! Owns the write ordering of the format (packs, then index segment, then
+//! run pages, then the time-index entry: see `commit`), the local index
+//! cache (`index`), reading blobs, points and runs (`runs`).
+//!
+//! Spec: `format-spec/SPEC.md#write-ordering`.
+
+mod commit;
+mod index;
+pub mod runs;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+pub use commit::{CommitRequest, MERGE_FANOUT};
+pub use index::IndexRefresh;
+
+use crate::backend::{get_all, ByteRange, DynBackend};
+use crate::config::Config;
+use crate::crypto::keyfile::{KdfParams, KeyFile};
+use crate::crypto::{random_bytes, Keys, MasterKey};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::ObjectKind;
+use crate::id::{BlobId, ObjectId};
+use crate::index::cache::IndexCache;
+use crate::manifest::point::Point;
+use crate::manifest::run::Page;
+use crate::pack::PackKey;
+use crate::sealed;
+
+/// Name of the config object.
+pub const CONFIG_NAME: &str = "config";
+
+/// The object name of a pack.
+pub fn pack_name(id: &ObjectId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+/// Parses a pack id from its object name.
+pub fn pack_id_from_name(name: &str) -> Option<ObjectId> {
+    name.rsplit('/').next()?.parse().ok()
+}
+
+/// The object name of an index segment.
+pub fn segment_name(id: &ObjectId) -> String {
+    format!("index/{id}")
+}
+
+/// The object name of a run page.
+pub fn page_name(id: &ObjectId) -> String {
+    format!("runs/{id}")
+}
+
+/// How to open a vault.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Where the local index cache lives; default: the user's cache dir.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// How to create a vault.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// The vault's parameters (its `vault_id` is replaced by a random one).
+    pub config: Config,
+    /// argon2id costs for the first key file.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            config: Config::new([0; 16], 0),
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// A listed key file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyInfo {
+    /// Object name under `keys/`.
+    pub name: String,
+    /// Creation time, unix seconds.
+    pub created_unix_s: i64,
+    /// argon2 parameters.
+    pub kdf: KdfParams,
+    /// True for the key this session was opened with.
+    pub current: bool,
+}
+
+/// An open vault.
+pub struct Repository {
+    backend: DynBackend,
+    master: MasterKey,
+    keys: Keys,
+    config: Config,
+    key_name: String,
+    cache_path: PathBuf,
+    index: RwLock<Arc<IndexCache>>,
+    pack_keys: Mutex<HashMap<ObjectId, Arc<PackKey>>>,
+    pages: Mutex<HashMap<ObjectId, Arc<Page>>>,
+}
+
+const PAGE_CACHE_ENTRIES: usize = 512;
+
+fn now_unix_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("strata");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("strata");
+    }
+    std::env::temp_dir().join("strata-cache")
+}
+
+impl Repository {
+    /// Creates a vault in an empty location and opens it.
+    /// Order: key file first, config last (the config's presence is what
+    /// makes a vault), both create-only.
+    pub async fn init(
+        backend: DynBackend,
+        password: &[u8],
+        opts: InitOptions,
+        open: OpenOptions,
+    ) -> Result<Self> {
+        if backend.head(CONFIG_NAME).await.is_ok() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("a vault already exists at {}", backend.describe()),
+            ));
+        }
+        let mut config = opts.config;
+        config.vault_id = random_bytes();
+        config.created_unix_s = now_unix_s();
+        config.validate()?;
+        let master = MasterKey::generate();
+        let keys = Keys::derive(&master);
+        let key_name =
+            write_key_file(&*backend, &master, password, opts.kdf, config.vault_id).await?;
+        let sealed = sealed::seal(
+            &keys,
+            ObjectKind::Config,
+            random_bytes(),
+            &config.encode(),
+            0,
+        );
+        backend.put(CONFIG_NAME, Bytes::from(sealed)).await?;
+        Ok(Self::assemble(
+            backend, master, keys, config, key_name, open,
+        ))
+    }
+
+    fn assemble(
+        backend: DynBackend,
+        master: MasterKey,
+        keys: Keys,
+        config: Config,
+        key_name: String,
+        open: OpenOptions,
+    ) -> Self {
+        let cache_path = open
+            .cache_dir
+            .unwrap_or_else(default_cache_dir)
+            .join(hex::encode(config.vault_id))
+            .join("index.cache");
+        Repository {
+            backend,
+            master,
+            keys,
+            config,
+            key_name,
+            cache_path,
+            index: RwLock::new(Arc::new(IndexCache::empty())),
+            pack_keys: Mutex::new(HashMap::new()),
+            pages: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Opens a vault with a password: tries every key file; `WrongPassword`
+    /// if none opens; a key file that opens but does not decrypt this
+    /// vault's config (a key from another vault) is an error too.
+    /// Writes nothing to the vault.
+    pub async fn open(backend: DynBackend, password: &[u8], open: OpenOptions) -> Result<Self> {
+        let config_bytes = match get_all(&*backend, CONFIG_NAME).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::not_found(format!(
+                    "no vault at {} (run `strata init` first)",
+                    backend.describe()
+                )))
+            }
+            Err(e) => return Err(e.context("reading config")),
+        };
+        let listed = backend.list("keys/").await?;
+        if listed.is_empty() {
+            return Err(Error::corrupt(format!(
+                "vault at {} has no key files",
+                backend.describe()
+            )));
+        }
+        let mut foreign = None;
+        for l in &listed {
+            let bytes = get_all(&*backend, &l.name).await?;
+            let kf = match KeyFile::decode(&bytes) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    tracing::warn!(key = %l.name, error = %e, "skipping undecodable key file");
+                    continue;
+                }
+            };
+            let master = match kf.unwrap_key(password) {
+                Ok(m) => m,
+                Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
+                Err(e) => return Err(e.context(l.name.clone())),
+            };
+            let keys = Keys::derive(&master);
+            let body = match sealed::open(&keys, ObjectKind::Config, &config_bytes) {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::Crypto => {
+                    foreign = Some(l.name.clone());
+                    continue;
+                }
+                Err(e) => return Err(e.context("config")),
+            };
+            let config = Config::decode(&body).map_err(|e| Error::from(e).context("config"))?;
+            if config.vault_id != kf.vault_id {
+                foreign = Some(l.name.clone());
+                continue;
+            }
+            return Ok(Self::assemble(
+                backend,
+                master,
+                keys,
+                config,
+                l.name.clone(),
+                open,
+            ));
+        }
+        if let Some(name) = foreign {
+            return Err(Error::new(
+                ErrorKind::Crypto,
+                format!("key file {name} opens with this password but belongs to another vault"),
+            ));
+        }
+        Err(Error::new(
+            ErrorKind::WrongPassword,
+            format!(
+                "wrong password: none of the {} key files of {} opens with it",
+                listed.len(),
+                backend.describe()
+            ),
+        ))
+    }
+
+    /// The store the vault lives in.
+    pub fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    /// The working keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The vault config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the local index cache lives.
+    pub fn cache_path(&self) -> &std::path::Path {
+        &self.cache_path
+    }
+
+    /// The current index cache.
+    pub fn index(&self) -> Arc<IndexCache> {
+        self.index.read().expect("index lock").clone()
+    }
+
+    /// Adds a key file for `password`; returns its name.
+    pub async fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        write_key_file(
+            &*self.backend,
+            &self.master,
+            password,
+            kdf,
+            self.config.vault_id,
+        )
+        .await
+    }
+
+    /// Lists key files.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for l in self.backend.list("keys/").await? {
+            let bytes = get_all(&*self.backend, &l.name).await?;
+            let kf = KeyFile::decode(&bytes).map_err(|e| Error::from(e).context(l.name.clone()))?;
+            out.push(KeyInfo {
+                current: l.name == self.key_name,
+                name: l.name,
+                created_unix_s: kf.created_unix_s,
+                kdf: kf.params,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a key file; refuses the key in use and the last key.
+    pub async fn remove_key(&self, name: &str) -> Result<()> {
+        let name = if name.starts_with("keys/") {
+            name.to_string()
+        } else {
+            format!("keys/{name}")
+        };
+        let keys = self.list_keys().await?;
+        let found = keys
+            .iter()
+            .find(|k| k.name == name || k.name.starts_with(&name));
+        let Some(found) = found else {
+            return Err(Error::not_found(format!("no key file {name}")));
+        };
+        if found.current {
+            return Err(Error::config(
+                "refusing to remove the key this session was opened with",
+            ));
+        }
+        if keys.len() <= 1 {
+            return Err(Error::config("refusing to remove the last key"));
+        }
+        self.backend.delete(&found.name).await
+    }
+
+    /// The opened header of a pack, fetched once and cached.
+    pub async fn pack_key(&self, pack: &ObjectId) -> Result<Arc<PackKey>> {
+        if let Some(k) = self.pack_keys.lock().expect("pack key lock").get(pack) {
+            return Ok(k.clone());
+        }
+        let name = pack_name(pack);
+        let head = self
+            .backend
+            .get(
+                &name,
+                ByteRange::Bounded(0..crate::format::HEADER_LEN as u64),
+            )
+            .await
+            .map_err(|e| e.context(name.clone()))?;
+        let key = Arc::new(PackKey::open(&self.keys, &head.bytes).map_err(|e| e.context(name))?);
+        let mut map = self.pack_keys.lock().expect("pack key lock");
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(*pack, key.clone());
+        Ok(key)
+    }
+
+    /// Reads, authenticates and re-hashes one blob.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let entry = self
+            .index()
+            .lookup(id)
+            .ok_or_else(|| Error::not_found(format!("blob {id} is not in the index")))?;
+        let key = self.pack_key(&entry.pack).await?;
+        let name = pack_name(&entry.pack);
+        let end = entry.offset + u64::from(entry.stored_len);
+        let record = self
+            .backend
+            .get(&name, ByteRange::Bounded(entry.offset..end))
+            .await
+            .map_err(|e| e.context(name.clone()))?;
+        let keys = self.keys.clone();
+        let pe = entry.pack_entry();
+        tokio::task::spawn_blocking(move || key.open_blob(&keys, &pe, &record.bytes))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("blob task: {e}")))?
+            .map_err(|e| e.context(name))
+    }
+
+    /// Sequence numbers of all points, ascending.
+    pub async fn list_points(&self) -> Result<Vec<u64>> {
+        let mut seqs: Vec<u64> = self
+            .backend
+            .list("points/")
+            .await?
+            .iter()
+            .filter_map(|l| Point::seq_from_name(&l.name))
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// Loads point `seq`; returns it and the hash of its stored bytes (the
+    /// next point's `prev`). Checks the point names its own sequence.
+    pub async fn load_point(&self, seq: u64) -> Result<(Point, ObjectId)> {
+        let name = Point::name(seq);
+        let bytes = get_all(&*self.backend, &name)
+            .await
+            .map_err(|e| e.context(name.clone()))?;
+        let body = sealed::open(&self.keys, ObjectKind::Point, &bytes)
+            .map_err(|e| e.context(name.clone()))?;
+        let point = Point::decode(&body).map_err(|e| Error::from(e).context(name.clone()))?;
+        if point.seq != seq {
+            return Err(Error::corrupt(format!(
+                "{name} holds point {} (replayed or moved)",
+                point.seq
+            )));
+        }
+        Ok((point, ObjectId::of(&bytes)))
+    }
+
+    /// The newest point, if any.
+    pub async fn latest_point(&self) -> Result<Option<(Point, ObjectId)>> {
+        match self.list_points().await?.last() {
+            Some(&seq) => Ok(Some(self.load_point(seq).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest point whose time is at or before `time_ns` (binary search
+    /// over the chain: O(log points) reads).
+    pub async fn point_at(&self, time_ns: i64) -> Result<Point> {
+        let seqs = self.list_points().await?;
+        let (mut lo, mut hi) = (0usize, seqs.len());
+        let mut best = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (p, _) = self.load_point(seqs[mid]).await?;
+            if p.time_ns <= time_ns {
+                best = Some(p);
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        best.ok_or_else(|| Error::not_found("no point at or before that time"))
+    }
+
+    /// Loads a run page (cached).
+    pub async fn load_page(&self, id: &ObjectId) -> Result<Arc<Page>> {
+        if let Some(p) = self.pages.lock().expect("page lock").get(id) {
+            return Ok(p.clone());
+        }
+        let name = page_name(id);
+        let bytes = get_all(&*self.backend, &name)
+            .await
+            .map_err(|e| e.context(name.clone()))?;
+        if ObjectId::of(&bytes) != *id {
+            return Err(Error::corrupt(format!(
+                "{name}: bytes do not hash to the name"
+            )));
+        }
+        let page = Arc::new(Page::open(&self.keys, &bytes).map_err(|e| e.context(name))?);
+        let mut map = self.pages.lock().expect("page lock");
+        if map.len() >= PAGE_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(*id, page.clone());
+        Ok(page)
+    }
+}
+
+async fn write_key_file(
+    backend: &dyn crate::backend::Backend,
+    master: &MasterKey,
+    password: &[u8],
+    kdf: KdfParams,
+    vault_id: [u8; 16],
+) -> Result<String> {
+    let master = master.clone();
+    let password = password.to_vec();
+    let kf = tokio::task::spawn_blocking(move || {
+        KeyFile::wrap(
+            &master,
+            &password,
+            kdf,
+            random_bytes(),
+            vault_id,
+            now_unix_s(),
+        )
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Io, format!("key derivation task: {e}")))??;
+    let bytes = kf.encode();
+    let name = format!("keys/{}", ObjectId::of(&bytes));
+    backend.put(&name, Bytes::from(bytes)).await?;
+    Ok(name)
+}

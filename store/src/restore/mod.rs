@@ -1,0 +1,280 @@
+//! Restoring a point: to a directory, or one object to a writer (`cat`).
+//!
+//! Files are written to a temp name beside their target and then linked
+//! into place, so a crash never leaves a partial file under a real name,
+//! and an existing file is never replaced unless `overwrite` is set.
+//! Directories are created one component at a time and must be real
+//! directories (never followed symlinks), so nothing is written outside
+//! the target root whatever the keys contain.
+
+pub mod path;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use futures::stream::{self, StreamExt};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::point::Point;
+use crate::manifest::{Entry, ObjectMeta};
+use crate::repo::runs::StateCursor;
+use crate::repo::Repository;
+use path::{key_to_path, KeyPath};
+
+/// Options for a restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Replace existing files.
+    pub overwrite: bool,
+    /// Objects restored at once.
+    pub concurrency: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            prefix: String::new(),
+            overwrite: false,
+            concurrency: 8,
+        }
+    }
+}
+
+/// Live counters.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Objects written.
+    pub objects: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    /// The point restored.
+    pub seq: u64,
+    /// Objects restored.
+    pub objects: u64,
+    /// Bytes restored.
+    pub bytes: u64,
+    /// Keys that cannot be paths, with the reason.
+    pub unrepresentable: Vec<String>,
+    /// Objects that failed (damaged data, conflicts, existing files).
+    pub errors: Vec<String>,
+    /// Wall time in seconds.
+    pub elapsed_s: f64,
+}
+
+/// Writes an object's content to `out`, blob by blob.
+pub async fn read_object(
+    repo: &Repository,
+    meta: &ObjectMeta,
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
+    let mut n = 0u64;
+    for id in &meta.chunks {
+        let data = repo.read_blob(id).await?;
+        out.write_all(&data)?;
+        n += data.len() as u64;
+    }
+    if n != meta.size {
+        return Err(Error::corrupt(format!(
+            "object content is {n} bytes, its entry says {}",
+            meta.size
+        )));
+    }
+    Ok(n)
+}
+
+/// The entry of `key` at point `point`, if the key is live there.
+pub async fn lookup(repo: &Repository, point: &Point, key: &str) -> Result<Option<Entry>> {
+    let mut c = StateCursor::new(repo, &point.runs, point.seq, key).await?;
+    Ok(c.next().await?.filter(|e| e.key == key))
+}
+
+/// Restores the objects of `point` under `opts.prefix` into `target`.
+pub async fn restore_to_dir(
+    repo: &Repository,
+    point: &Point,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    std::fs::create_dir_all(target)
+        .map_err(|e| Error::from(e).context(format!("restore target {}", target.display())))?;
+    let mut summary = RestoreSummary {
+        seq: point.seq,
+        ..Default::default()
+    };
+    let mut cursor = StateCursor::new(repo, &point.runs, point.seq, &opts.prefix).await?;
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < 1024 {
+            match cursor.next().await? {
+                Some(e) => batch.push(e),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let results: Vec<(String, Result<u64>)> = stream::iter(batch)
+            .map(|e| async move {
+                let r = restore_entry(repo, target, &e, opts.overwrite).await;
+                (e.key, r)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        for (key, r) in results {
+            match r {
+                Ok(n) => {
+                    summary.objects += 1;
+                    summary.bytes += n;
+                    progress.objects.fetch_add(1, Ordering::Relaxed);
+                    progress.bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == ErrorKind::Config => {
+                    summary.unrepresentable.push(e.to_string())
+                }
+                Err(e) => {
+                    tracing::error!(key = %key, error = %e, "object not restored");
+                    summary.errors.push(format!("{key}: {e}"));
+                }
+            }
+        }
+    }
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+async fn restore_entry(repo: &Repository, root: &Path, e: &Entry, overwrite: bool) -> Result<u64> {
+    let meta = e
+        .object
+        .as_ref()
+        .ok_or_else(|| Error::corrupt("deleted entry"))?;
+    let rel = match key_to_path(&e.key).map_err(Error::config)? {
+        KeyPath::Dir(rel) => {
+            ensure_dirs(root, &rel)?;
+            return Ok(0);
+        }
+        KeyPath::File(rel) => rel,
+    };
+    let parent_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = ensure_dirs(root, &parent_rel)?;
+    let name = rel
+        .file_name()
+        .ok_or_else(|| Error::config(format!("key {:?} has no file name", e.key)))?;
+    let final_path = dir.join(name);
+    if !overwrite && final_path.symlink_metadata().is_ok() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} exists (use --overwrite to replace it)",
+                final_path.display()
+            ),
+        ));
+    }
+    let tmp = dir.join(format!(
+        ".strata-restore-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ));
+    let result = write_file(repo, meta, &tmp, &final_path, overwrite).await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+async fn write_file(
+    repo: &Repository,
+    meta: &ObjectMeta,
+    tmp: &Path,
+    final_path: &Path,
+    overwrite: bool,
+) -> Result<u64> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)?;
+    let n = {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+        let n = read_object(repo, meta, &mut w).await?;
+        w.flush()?;
+        n
+    };
+    let mode = if meta.mode == 0 {
+        0o644
+    } else {
+        meta.mode & 0o7777
+    };
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    let mtime = if meta.mtime_ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(u64::try_from(meta.mtime_ns).unwrap_or(0))
+    } else {
+        UNIX_EPOCH
+    };
+    f.set_modified(mtime)?;
+    drop(f);
+    if overwrite {
+        if let Ok(md) = final_path.symlink_metadata() {
+            if md.is_dir() {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{} is a directory", final_path.display()),
+                ));
+            }
+        }
+        std::fs::rename(tmp, final_path)?;
+    } else {
+        std::fs::hard_link(tmp, final_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{} exists", final_path.display()),
+                )
+            } else {
+                Error::from(e)
+            }
+        })?;
+        std::fs::remove_file(tmp)?;
+    }
+    Ok(n)
+}
+
+/// Creates `root/rel` one component at a time; every existing component
+/// must be a real directory, never a symlink.
+fn ensure_dirs(root: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for comp in rel.components() {
+        dir.push(comp);
+        match dir.symlink_metadata() {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a directory (a key is both an object and a prefix?)",
+                        dir.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && dir.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
+                Err(e) => return Err(Error::from(e).context(dir.display().to_string())),
+            },
+            Err(e) => return Err(Error::from(e).context(dir.display().to_string())),
+        }
+    }
+    Ok(dir)
+}

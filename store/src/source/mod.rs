@@ -1,0 +1,50 @@
+//! Sources: what gets backed up. A source lists its objects in key order
+//! and opens each for a streaming read.
+//!
+//! [`local::LocalSource`] is a directory (the embedded default); the S3
+//! bucket source implements the same trait.
+
+pub mod local;
+
+use std::io::Read;
+
+use crate::error::Result;
+
+/// One object as the source lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceObject {
+    /// Key: a `/`-separated relative path for directories.
+    pub key: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// Last modification, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Unix permission bits (directories); 0 otherwise.
+    pub mode: u32,
+    /// ETag (object stores); empty otherwise.
+    pub etag: String,
+    /// Version id (versioned buckets); empty otherwise.
+    pub version_id: String,
+    /// System metadata (content-type, …).
+    pub system: Vec<(String, String)>,
+    /// User metadata.
+    pub user: Vec<(String, String)>,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// A place objects are backed up from.
+#[async_trait::async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// A path or URL, recorded in each point.
+    fn describe(&self) -> String;
+    /// Every object, sorted by key (byte order). Objects the source cannot
+    /// represent are skipped with a warning and counted in the second value.
+    async fn list(&self) -> Result<(Vec<SourceObject>, u64)>;
+    /// Opens an object for a blocking, streaming read (called on the
+    /// blocking pool). `NotFound` when it vanished since the listing.
+    fn open(&self, obj: &SourceObject) -> Result<Box<dyn Read + Send>>;
+    /// The object's current listing data, to detect a change during the
+    /// read; `None` when it is gone.
+    fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>>;
+}

@@ -1,0 +1,352 @@
+//! Checking a vault: structure always, data on request.
+//!
+//! Structure: every point decodes and authenticates, the chain of points
+//! is unbroken (sequence numbers contiguous, each `prev` the hash of the
+//! one before, times monotonic), every run page of every point decodes and
+//! hashes to its name, every index segment decodes, every blob an entry
+//! references is in the index, every indexed pack exists with a trailer
+//! that authenticates and agrees with the index. Data (`read_data`): every
+//! pack is downloaded, hashed against its name, and every blob decrypted
+//! and re-hashed. The report names each damaged object and the object keys
+//! (at which points) it affects.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::backend::get_all;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, ObjectId};
+use crate::index::IndexEntry;
+use crate::manifest::point::Point;
+use crate::manifest::run::{Page, RunDescriptor};
+use crate::pack::PackView;
+use crate::repo::{pack_id_from_name, pack_name, page_name, segment_name, Repository};
+
+/// What to check.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Download and check every blob.
+    pub read_data: bool,
+}
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing, nothing lost (e.g. packs an interrupted ingest left).
+    Notice,
+    /// Damage: some data or history cannot be restored.
+    Damage,
+}
+
+/// One finding.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// How bad.
+    pub severity: Severity,
+    /// The vault object concerned.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of a verify.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Points checked.
+    pub points: u64,
+    /// Distinct run pages checked.
+    pub pages: u64,
+    /// Index segments checked.
+    pub segments: u64,
+    /// Packs checked.
+    pub packs: u64,
+    /// Blobs whose data was read and re-hashed.
+    pub blobs_read: u64,
+    /// Findings.
+    pub problems: Vec<Problem>,
+    /// Object keys whose content is damaged, as `key@seq`.
+    pub affected_keys: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.problems.iter().all(|p| p.severity < Severity::Damage)
+    }
+
+    fn damage(&mut self, object: impl Into<String>, message: impl std::fmt::Display) {
+        self.problems.push(Problem {
+            severity: Severity::Damage,
+            object: object.into(),
+            message: message.to_string(),
+        });
+    }
+}
+
+/// Checks the vault.
+pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let points = check_points(repo, &mut report).await?;
+
+    // Index: every segment, then the local cache from the vault.
+    let mut index: HashMap<BlobId, IndexEntry> = HashMap::new();
+    for l in repo.backend().list("index/").await? {
+        let Some(id) = l
+            .name
+            .strip_prefix("index/")
+            .and_then(|s| s.parse::<ObjectId>().ok())
+        else {
+            report.damage(l.name.clone(), "unexpected object name under index/");
+            continue;
+        };
+        report.segments += 1;
+        match repo.read_segment(&id).await {
+            Ok(seg) => {
+                for e in seg.entries {
+                    index.entry(e.blob).or_insert(e);
+                }
+            }
+            Err(e) => report.damage(segment_name(&id), e),
+        }
+    }
+
+    // Runs: walk every page of every run any point lists.
+    let mut referenced: HashSet<BlobId> = HashSet::new();
+    let mut runs: Vec<RunDescriptor> = Vec::new();
+    let mut seen_roots = HashSet::new();
+    for p in &points {
+        for r in &p.runs {
+            if seen_roots.insert(r.root) {
+                runs.push(r.clone());
+            }
+        }
+    }
+    let mut seen_pages = HashSet::new();
+    for run in &runs {
+        walk_run(repo, run, &mut seen_pages, &mut report, &mut |e| {
+            if let Some(o) = &e.object {
+                referenced.extend(o.chunks.iter().copied());
+            }
+        })
+        .await;
+    }
+    let mut damaged_blobs: HashSet<BlobId> = referenced
+        .iter()
+        .filter(|b| !index.contains_key(b))
+        .copied()
+        .collect();
+    if !damaged_blobs.is_empty() {
+        report.damage(
+            "index",
+            format!(
+                "{} referenced blobs are in no index segment",
+                damaged_blobs.len()
+            ),
+        );
+    }
+
+    // Packs.
+    let mut by_pack: HashMap<ObjectId, Vec<IndexEntry>> = HashMap::new();
+    for e in index.values() {
+        by_pack.entry(e.pack).or_default().push(*e);
+    }
+    let listed: HashSet<ObjectId> = repo
+        .backend()
+        .list("packs/")
+        .await?
+        .iter()
+        .filter_map(|l| pack_id_from_name(&l.name))
+        .collect();
+    for pack in listed.iter().filter(|p| !by_pack.contains_key(p)) {
+        report.problems.push(Problem {
+            severity: Severity::Notice,
+            object: pack_name(pack),
+            message: "pack not in any index segment (left by an interrupted ingest; the next ingest indexes it)".into(),
+        });
+    }
+    let mut packs: Vec<_> = by_pack.into_iter().collect();
+    packs.sort_by_key(|(p, _)| *p);
+    for (pack, entries) in packs {
+        report.packs += 1;
+        let name = pack_name(&pack);
+        let bad = |report: &mut VerifyReport, damaged: &mut HashSet<BlobId>, msg: String| {
+            report.damage(name.clone(), msg);
+            damaged.extend(entries.iter().map(|e| e.blob));
+        };
+        if !listed.contains(&pack) {
+            bad(&mut report, &mut damaged_blobs, "pack is missing".into());
+            continue;
+        }
+        if opts.read_data {
+            let bytes = match get_all(&**repo.backend(), &name).await {
+                Ok(b) => b,
+                Err(e) => {
+                    bad(&mut report, &mut damaged_blobs, e.to_string());
+                    continue;
+                }
+            };
+            let keys = repo.keys().clone();
+            let checked = tokio::task::spawn_blocking(move || check_pack_data(&keys, &bytes, pack))
+                .await
+                .map_err(|e| Error::new(crate::ErrorKind::Io, format!("verify task: {e}")))?;
+            match checked {
+                Err(e) => bad(&mut report, &mut damaged_blobs, e.to_string()),
+                Ok((trailer, blob_errors)) => {
+                    report.blobs_read += trailer.len() as u64;
+                    compare_trailer(&mut report, &name, &trailer, &entries);
+                    for (blob, err) in blob_errors {
+                        report.damage(name.clone(), format!("blob {}: {err}", blob.short()));
+                        damaged_blobs.insert(blob);
+                    }
+                }
+            }
+        } else {
+            match repo.read_trailer(&pack).await {
+                Ok(trailer) => compare_trailer(&mut report, &name, &trailer, &entries),
+                Err(e) => bad(&mut report, &mut damaged_blobs, e.to_string()),
+            }
+        }
+    }
+
+    // Which keys the damage reaches.
+    if !damaged_blobs.is_empty() {
+        let mut affected = BTreeSet::new();
+        let mut seen = HashSet::new();
+        let mut scratch = VerifyReport::default();
+        for run in &runs {
+            walk_run(repo, run, &mut seen, &mut scratch, &mut |e| {
+                if e.object
+                    .as_ref()
+                    .is_some_and(|o| o.chunks.iter().any(|c| damaged_blobs.contains(c)))
+                {
+                    affected.insert(format!("{}@{}", e.key, e.seq));
+                }
+            })
+            .await;
+        }
+        report.affected_keys = affected.into_iter().collect();
+    }
+    Ok(report)
+}
+
+/// A pack's trailer as index entries, and the blobs that failed to read.
+type PackCheck = (Vec<IndexEntry>, Vec<(BlobId, Error)>);
+
+fn check_pack_data(keys: &crate::crypto::Keys, bytes: &[u8], pack: ObjectId) -> Result<PackCheck> {
+    let view = PackView::open(keys, bytes, Some(pack))?;
+    let mut errors = Vec::new();
+    for e in &view.entries {
+        if let Err(err) = view.blob(keys, e) {
+            errors.push((e.id, err));
+        }
+    }
+    Ok((
+        view.entries
+            .iter()
+            .map(|e| IndexEntry::from_pack(pack, e))
+            .collect(),
+        errors,
+    ))
+}
+
+fn compare_trailer(
+    report: &mut VerifyReport,
+    name: &str,
+    trailer: &[IndexEntry],
+    indexed: &[IndexEntry],
+) {
+    let in_pack: HashMap<BlobId, &IndexEntry> = trailer.iter().map(|e| (e.blob, e)).collect();
+    for e in indexed {
+        if in_pack.get(&e.blob).is_none_or(|t| *t != e) {
+            report.damage(
+                name,
+                format!(
+                    "index entry for blob {} disagrees with the pack trailer",
+                    e.blob.short()
+                ),
+            );
+        }
+    }
+}
+
+async fn check_points(repo: &Repository, report: &mut VerifyReport) -> Result<Vec<Point>> {
+    let seqs = repo.list_points().await?;
+    let mut points = Vec::new();
+    let mut prev: Option<(u64, Option<(Point, ObjectId)>)> = None;
+    for seq in seqs {
+        report.points += 1;
+        let expected = prev.as_ref().map_or(0, |(s, _)| s + 1);
+        if seq != expected {
+            report.damage(
+                Point::name(expected),
+                format!("points {expected}..{seq} are missing (removed or hidden)"),
+            );
+        }
+        let loaded = match repo.load_point(seq).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                report.damage(
+                    Point::name(seq),
+                    format!("{e} (this point in time cannot be restored)"),
+                );
+                None
+            }
+        };
+        if let (Some((p, _)), Some((pseq, Some((pp, phash))))) = (&loaded, &prev) {
+            if *pseq + 1 == seq && p.prev != *phash {
+                report.damage(
+                    Point::name(seq),
+                    "does not chain to the previous point (replayed or reordered)",
+                );
+            }
+            if p.time_ns < pp.time_ns {
+                report.damage(Point::name(seq), "time goes backwards");
+            }
+        }
+        if let Some((p, _)) = &loaded {
+            if p.seq == 0 && p.prev != ObjectId::default() {
+                report.damage(Point::name(seq), "first point names a predecessor");
+            }
+            points.push(p.clone());
+        }
+        prev = Some((seq, loaded));
+    }
+    Ok(points)
+}
+
+/// Visits every entry of a run; damaged pages are reported with the key
+/// range they hold, and their subtree is skipped.
+async fn walk_run(
+    repo: &Repository,
+    run: &RunDescriptor,
+    seen: &mut HashSet<ObjectId>,
+    report: &mut VerifyReport,
+    visit: &mut (dyn FnMut(&crate::manifest::Entry) + Send),
+) {
+    let mut stack: Vec<(ObjectId, String)> = vec![(run.root, "start of run".into())];
+    while let Some((id, from)) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        report.pages += 1;
+        match repo.load_page(&id).await {
+            Ok(page) => match &*page {
+                Page::Leaf { entries } => entries.iter().for_each(&mut *visit),
+                Page::Inner { children, .. } => {
+                    stack.extend(
+                        children
+                            .iter()
+                            .rev()
+                            .map(|c| (c.page, format!("key {:?}", c.first_key))),
+                    );
+                }
+            },
+            Err(e) => report.damage(
+                page_name(&id),
+                format!("{e}; entries from {from} onward in this page are unreadable"),
+            ),
+        }
+    }
+}
