@@ -1,1 +1,67 @@
-fn main() {}
+//! `strata`: parse, set up logging, dispatch, map errors to exit codes.
+
+mod cli;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use strata_store::ErrorKind;
+
+use cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cmd::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strata: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The exit code for an error, from the engine's error kind.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let kind = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<strata_store::Error>())
+        .map(|e| e.kind());
+    match kind {
+        Some(ErrorKind::Corrupt | ErrorKind::UnsupportedVersion) => 3,
+        Some(ErrorKind::WrongPassword | ErrorKind::Crypto) => 4,
+        Some(ErrorKind::NotFound) => 5,
+        Some(ErrorKind::AlreadyExists) => 6,
+        Some(ErrorKind::Config) => 2,
+        _ => 1,
+    }
+}
+
+fn init_logging(g: &cli::Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match g.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if g.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

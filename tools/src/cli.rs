@@ -1,0 +1,216 @@
+//! Command-line definitions (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, also shown in `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (I/O, vault unreachable, unexpected failure)
+  2  usage error
+  3  damage or partial result: verify found damage, restore or ingest skipped objects
+  4  wrong password, or a key that belongs to another vault
+  5  not found: no vault, no such point, key or object
+  6  already exists: init on an existing vault, restore onto existing files";
+
+/// Strata: immutable, encrypted, deduplicated backups of object storage
+/// and directories, restorable at any recorded point in time.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The vault: a directory path or file:// URL.
+    #[arg(long, global = true, env = "STRATA_VAULT")]
+    pub vault: Option<String>,
+    /// Read the password from this file (first line). Otherwise
+    /// STRATA_PASSWORD, otherwise a prompt on a terminal.
+    #[arg(long, global = true, env = "STRATA_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Where the local index cache lives (default: the user's cache dir).
+    #[arg(long, global = true, env = "STRATA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print results as JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Logs as JSON lines on stderr.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new vault.
+    Init(InitArgs),
+    /// Back up a directory: record a new point in time.
+    Ingest(IngestArgs),
+    /// List recorded points in time.
+    Snapshots,
+    /// List objects at a point in time.
+    Ls(LsArgs),
+    /// Write one object's content at a point in time to stdout.
+    Cat(CatArgs),
+    /// Show what changed between two points.
+    Diff(DiffArgs),
+    /// Restore a point in time (or a prefix of it) into a directory.
+    Restore(RestoreArgs),
+    /// Check the vault: structure, and with --read-data every blob.
+    Verify(VerifyArgs),
+    /// Show a vault object in readable form.
+    Inspect(InspectArgs),
+    /// Manage the password key files.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Close packs at this size (bytes; suffixes K, M, G).
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    pub pack_size: u64,
+    /// zstd level for blobs and metadata (0 turns compression off).
+    #[arg(long, default_value_t = 3)]
+    pub compression_level: i32,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// The directory to back up.
+    pub source: PathBuf,
+    /// Workers reading and encoding objects (default: CPU count).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Override the vault's pack size for this pass (bytes; K, M, G).
+    #[arg(long, value_parser = parse_size)]
+    pub pack_size: Option<u64>,
+    /// Stamp the point with this time instead of now (RFC 3339).
+    #[arg(long)]
+    pub time: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only keys starting with this prefix.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// The point: RFC 3339 time (newest point at or before it), `latest`, or `#SEQ`.
+    #[arg(long, default_value = "latest")]
+    pub at: String,
+    /// Show size, time and mode.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// The object key.
+    pub key: String,
+    /// The point (see `ls --at`).
+    #[arg(long, default_value = "latest")]
+    pub at: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The earlier point.
+    #[arg(long)]
+    pub from: String,
+    /// The later point.
+    #[arg(long, default_value = "latest")]
+    pub to: String,
+    /// Only keys starting with this prefix.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The point (see `ls --at`).
+    #[arg(long, default_value = "latest")]
+    pub at: String,
+    /// Target directory (created if missing).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Only keys starting with this prefix (a whole key restores one object).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Replace files that already exist.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Objects restored at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Download every pack and check every blob.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// What to show.
+    #[arg(value_enum)]
+    pub what: InspectKind,
+    /// Its id: a pack, segment or page id (hex), a point `SEQ`/`latest`/time;
+    /// not needed for `config`.
+    pub id: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum InspectKind {
+    Config,
+    Pack,
+    Index,
+    Page,
+    Point,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a key file for a new password (read from STRATA_NEW_PASSWORD,
+    /// --new-password-file, or a prompt).
+    Add {
+        #[arg(long, env = "STRATA_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List key files.
+    List,
+    /// Remove a key file (not the one in use, not the last).
+    Remove {
+        /// Key file name or id prefix.
+        name: String,
+    },
+}
+
+/// Parses sizes like `16M`, `512K`, `1G`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid size {s:?} (examples: 4096, 512K, 16M, 1G)"))
+}

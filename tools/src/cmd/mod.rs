@@ -1,0 +1,207 @@
+//! Subcommands, one file each, and what they share: opening the vault,
+//! reading the password, resolving `--at`, printing.
+
+mod cat;
+mod diff;
+mod ingest;
+mod init;
+mod inspect;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+mod verify;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use strata_store::backend::local::LocalBackend;
+use strata_store::backend::DynBackend;
+use strata_store::manifest::point::Point;
+use strata_store::repo::{OpenOptions, Repository};
+
+use crate::cli::{Cli, Command, Global};
+
+/// Runs the parsed command; returns the exit code of a completed command.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Init(a) => init::run(&g, a).await,
+        Command::Ingest(a) => ingest::run(&g, a).await,
+        Command::Snapshots => snapshots::run(&g).await,
+        Command::Ls(a) => ls::run(&g, a).await,
+        Command::Cat(a) => cat::run(&g, a).await,
+        Command::Diff(a) => diff::run(&g, a).await,
+        Command::Restore(a) => restore::run(&g, a).await,
+        Command::Verify(a) => verify::run(&g, a).await,
+        Command::Inspect(a) => inspect::run(&g, a).await,
+        Command::Key(k) => key::run(&g, k).await,
+    }
+}
+
+/// The backend named by `--vault`.
+pub fn backend(g: &Global) -> Result<DynBackend> {
+    let v = g.vault.as_deref().ok_or_else(|| {
+        strata_store::Error::config("no vault given: use --vault PATH or set STRATA_VAULT")
+    })?;
+    if let Some(rest) = v.strip_prefix("s3://") {
+        return Err(strata_store::Error::config(format!(
+            "s3://{rest}: S3 vaults are not supported by this build yet; use a directory"
+        ))
+        .into());
+    }
+    let path = PathBuf::from(v.strip_prefix("file://").unwrap_or(v));
+    Ok(Arc::new(LocalBackend::new(path)?))
+}
+
+/// Reads a password from a file, an environment variable, or a prompt.
+pub fn read_password(
+    file: Option<&PathBuf>,
+    env: &str,
+    prompt: &str,
+    confirm: bool,
+) -> Result<Vec<u8>> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
+        let line = s.lines().next().unwrap_or("");
+        return Ok(line.as_bytes().to_vec());
+    }
+    if let Ok(p) = std::env::var(env) {
+        return Ok(p.into_bytes());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(strata_store::Error::config(format!(
+            "no password: set {env}, use --password-file, or run on a terminal"
+        ))
+        .into());
+    }
+    let p = rpassword::prompt_password(prompt)?;
+    if confirm && rpassword::prompt_password("Repeat password: ")? != p {
+        bail!("the passwords differ");
+    }
+    if p.is_empty() {
+        bail!("empty password");
+    }
+    Ok(p.into_bytes())
+}
+
+/// The vault password.
+pub fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
+    read_password(
+        g.password_file.as_ref(),
+        "STRATA_PASSWORD",
+        "Vault password: ",
+        confirm,
+    )
+}
+
+/// Opening options from the global flags.
+pub fn open_options(g: &Global) -> OpenOptions {
+    OpenOptions {
+        cache_dir: g.cache_dir.clone(),
+    }
+}
+
+/// Opens the vault with the password.
+pub async fn open(g: &Global) -> Result<Repository> {
+    let backend = backend(g)?;
+    let pw = password(g, false)?;
+    let repo = Repository::open(backend, &pw, open_options(g)).await?;
+    Ok(repo)
+}
+
+/// Opens the vault and brings the index cache up to date (for reading data).
+pub async fn open_for_read(g: &Global) -> Result<Repository> {
+    let repo = open(g).await?;
+    let refresh = repo.refresh_index(false).await?;
+    for (seg, e) in &refresh.damaged_segments {
+        tracing::error!(segment = %seg, error = %e, "damaged index segment; recovered from pack trailers where possible");
+    }
+    Ok(repo)
+}
+
+/// Parses a TIME argument to ns since the epoch.
+pub fn parse_time(s: &str) -> Result<i64> {
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        strata_store::Error::config(format!(
+            "invalid time {s:?}: {e} (use RFC 3339, e.g. 2026-11-27T10:15:00Z)"
+        ))
+    })?;
+    let d = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| anyhow!("time {s:?} is before 1970"))?;
+    Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Resolves `--at`: `latest`, `#SEQ`, or the newest point at or before a time.
+pub async fn resolve_point(repo: &Repository, at: &str) -> Result<Point> {
+    if at == "latest" {
+        return match repo.latest_point().await? {
+            Some((p, _)) => Ok(p),
+            None => Err(strata_store::Error::not_found(
+                "the vault has no points yet (run `strata ingest`)",
+            )
+            .into()),
+        };
+    }
+    if let Some(seq) = at.strip_prefix('#') {
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| strata_store::Error::config(format!("invalid point {at:?}")))?;
+        return Ok(repo.load_point(seq).await?.0);
+    }
+    let t = parse_time(at)?;
+    repo.point_at(t)
+        .await
+        .map_err(|e| e.context(format!("--at {at}")).into())
+}
+
+/// Formats ns since the epoch as RFC 3339 with milliseconds.
+pub fn fmt_time(ns: i64) -> String {
+    let t = if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+    } else {
+        UNIX_EPOCH
+    };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Now, truncated to milliseconds (so the displayed time selects the point).
+pub fn now_ms_ns() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 1_000_000) * 1_000_000
+}
+
+/// Human-readable byte counts.
+pub fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// True when progress bars should be drawn.
+pub fn show_progress(g: &Global) -> bool {
+    !g.quiet && !g.json && std::io::stderr().is_terminal()
+}
