@@ -39,8 +39,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .find_map(|c| c.downcast_ref::<strata_store::Error>())
         .map(|e| e.kind());
     match kind {
-        Some(ErrorKind::Corrupt | ErrorKind::UnsupportedVersion) => 3,
-        Some(ErrorKind::WrongPassword | ErrorKind::Crypto) => 4,
+        Some(ErrorKind::Corrupt | ErrorKind::Crypto | ErrorKind::UnsupportedVersion) => 3,
+        Some(ErrorKind::WrongPassword) => 4,
         Some(ErrorKind::NotFound) => 5,
         Some(ErrorKind::AlreadyExists) => 6,
         Some(ErrorKind::Config) => 2,

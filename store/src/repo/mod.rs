@@ -250,7 +250,7 @@ impl Repository {
         }
         if let Some(name) = foreign {
             return Err(Error::new(
-                ErrorKind::Crypto,
+                ErrorKind::WrongPassword,
                 format!("key file {name} opens with this password but belongs to another vault"),
             ));
         }

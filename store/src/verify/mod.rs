@@ -188,9 +188,13 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
                 }
             };
             let keys = repo.keys().clone();
-            let checked = tokio::task::spawn_blocking(move || check_pack_data(&keys, &bytes, pack))
-                .await
-                .map_err(|e| Error::new(crate::ErrorKind::Io, format!("verify task: {e}")))?;
+            let (checked, pack_report) = tokio::task::spawn_blocking(move || {
+                let mut r = VerifyReport::default();
+                (check_pack_data(&keys, &bytes, pack, &mut r), r)
+            })
+            .await
+            .map_err(|e| Error::new(crate::ErrorKind::Io, format!("verify task: {e}")))?;
+            report.problems.extend(pack_report.problems);
             match checked {
                 Err(e) => bad(&mut report, &mut damaged_blobs, e.to_string()),
                 Ok((trailer, blob_errors)) => {
@@ -234,8 +238,23 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
 /// A pack's trailer as index entries, and the blobs that failed to read.
 type PackCheck = (Vec<IndexEntry>, Vec<(BlobId, Error)>);
 
-fn check_pack_data(keys: &crate::crypto::Keys, bytes: &[u8], pack: ObjectId) -> Result<PackCheck> {
-    let view = PackView::open(keys, bytes, Some(pack))?;
+/// Checks a whole pack: its name, its trailer, every blob. A pack whose
+/// bytes do not hash to its name is damage, but its blobs are still
+/// checked one by one, so the report names exactly the blobs lost.
+fn check_pack_data(
+    keys: &crate::crypto::Keys,
+    bytes: &[u8],
+    pack: ObjectId,
+    report: &mut VerifyReport,
+) -> Result<PackCheck> {
+    let actual = ObjectId::of(bytes);
+    if actual != pack {
+        report.damage(
+            pack_name(&pack),
+            format!("pack bytes hash to {}, not to its name", actual.short()),
+        );
+    }
+    let view = PackView::open(keys, bytes, None)?;
     let mut errors = Vec::new();
     for e in &view.entries {
         if let Err(err) = view.blob(keys, e) {

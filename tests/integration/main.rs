@@ -1,0 +1,10 @@
+//! Integration tests: one binary, one module per scenario. They run the
+//! built `strata` binary against real directories and vaults, and compare
+//! restored bytes, modes and times with the source.
+#![allow(clippy::unwrap_used)]
+
+mod crash;
+mod damage;
+mod dedup;
+mod password;
+mod roundtrip;
