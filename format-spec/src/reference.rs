@@ -156,8 +156,11 @@ pub fn point(body: &[u8]) -> (u64, i64, [u8; 32], Vec<[u8; 32]>, String) {
     (seq, time, prev, roots, source)
 }
 
-/// Decodes an index segment body: (pack ids, entries as (blob, pack, offset)).
-pub fn segment(body: &[u8]) -> (Vec<[u8; 32]>, Vec<([u8; 32], [u8; 32], u64)>) {
+/// An index entry as (blob id, pack id, offset).
+pub type RefIndexEntry = ([u8; 32], [u8; 32], u64);
+
+/// Decodes an index segment body: (pack ids, entries).
+pub fn segment(body: &[u8]) -> (Vec<[u8; 32]>, Vec<RefIndexEntry>) {
     let np = u32_at(body, 0) as usize;
     let packs: Vec<[u8; 32]> = (0..np)
         .map(|i| body[4 + i * 32..36 + i * 32].try_into().unwrap())
