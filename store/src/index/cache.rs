@@ -10,10 +10,16 @@
 //!
 //! ```text
 //! 0   magic "STRACIX1"       8   version u32, reserved u32
-//! 16  segment count u64      24  pack count u64      32 entry count u64
-//! 40  blake3 of bytes 72..   72  segment ids (32 each), pack ids (32 each),
-//!                                entries (56 each, sorted by blob id)
+//! 16  segment count u64      24  superseded count u64
+//! 32  pack count u64         40  entry count u64
+//! 48  blake3 of bytes 80..   80  segment ids, superseded segment ids,
+//!                                pack ids (32 each), entries (56 each,
+//!                                sorted by blob id)
 //! ```
+//!
+//! `segments` are the vault segments whose entries the file holds;
+//! `superseded` are those a merged segment replaces (their entries are in
+//! the merged one), so the live segments are the difference.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -25,8 +31,8 @@ use crate::format::{Reader, Writer};
 use crate::id::{BlobId, ObjectId};
 
 const MAGIC: [u8; 8] = *b"STRACIX1";
-const VERSION: u32 = 1;
-const HEADER_LEN: usize = 72;
+const VERSION: u32 = 2;
+const HEADER_LEN: usize = 80;
 
 enum Bytes {
     Mapped(memmap2::Mmap),
@@ -57,6 +63,7 @@ fn map_file(file: &File) -> std::io::Result<memmap2::Mmap> {
 pub struct IndexCache {
     bytes: Bytes,
     segments: usize,
+    superseded: usize,
     packs: usize,
     entries: usize,
 }
@@ -67,6 +74,7 @@ impl IndexCache {
         IndexCache {
             bytes: Bytes::Owned(Vec::new()),
             segments: 0,
+            superseded: 0,
             packs: 0,
             entries: 0,
         }
@@ -99,11 +107,18 @@ impl IndexCache {
             ));
         }
         r.u32("reserved")?;
-        let counts = [r.u64("segments")?, r.u64("packs")?, r.u64("entries")?];
+        let counts = [
+            r.u64("segments")?,
+            r.u64("superseded")?,
+            r.u64("packs")?,
+            r.u64("entries")?,
+        ];
         let checksum = r.array::<32>("checksum")?;
-        let [segments, packs, entries] = counts.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
+        let [segments, superseded, packs, entries] =
+            counts.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
         let expected = segments
-            .checked_add(packs)
+            .checked_add(superseded)
+            .and_then(|n| n.checked_add(packs))
             .and_then(|n| n.checked_mul(32))
             .and_then(|n| n.checked_add(entries.checked_mul(ENTRY_LEN)?))
             .and_then(|n| n.checked_add(HEADER_LEN));
@@ -120,6 +135,7 @@ impl IndexCache {
         Ok(IndexCache {
             bytes,
             segments,
+            superseded,
             packs,
             entries,
         })
@@ -149,13 +165,22 @@ impl IndexCache {
         (0..self.segments).map(|i| self.id_at(HEADER_LEN, i))
     }
 
+    /// Segments whose entries a merged segment holds.
+    pub fn superseded(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        (0..self.superseded).map(|i| self.id_at(HEADER_LEN + self.segments * 32, i))
+    }
+
+    fn packs_start(&self) -> usize {
+        HEADER_LEN + (self.segments + self.superseded) * 32
+    }
+
     /// The packs its entries point into.
     pub fn packs(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        (0..self.packs).map(|i| self.id_at(HEADER_LEN + self.segments * 32, i))
+        (0..self.packs).map(|i| self.id_at(self.packs_start(), i))
     }
 
     fn entries_start(&self) -> usize {
-        HEADER_LEN + (self.segments + self.packs) * 32
+        self.packs_start() + self.packs * 32
     }
 
     fn entry_bytes(&self, i: usize) -> &[u8] {
@@ -173,7 +198,7 @@ impl IndexCache {
                 "index cache entry {i} names pack {ordinal}"
             )));
         }
-        e.pack = self.id_at(HEADER_LEN + self.segments * 32, ordinal as usize);
+        e.pack = self.id_at(self.packs_start(), ordinal as usize);
         Ok(e)
     }
 
@@ -203,12 +228,14 @@ impl IndexCache {
     }
 
     /// Writes a new cache at `path`: this cache's segments and entries plus
-    /// `new_segments` and `new_entries` (sorted by blob id; a blob already
-    /// known keeps its first location). Atomic: temp file, fsync, rename.
+    /// `new_segments`, `new_superseded` and `new_entries` (sorted by blob
+    /// id; a blob already known keeps its first location). Atomic: temp
+    /// file, fsync, rename.
     pub fn write_merged(
         &self,
         path: &Path,
         new_segments: &[ObjectId],
+        new_superseded: &[ObjectId],
         new_entries: &[IndexEntry],
     ) -> Result<()> {
         let dir = path
@@ -216,7 +243,7 @@ impl IndexCache {
             .ok_or_else(|| Error::config("index cache path has no parent"))?;
         std::fs::create_dir_all(dir)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let result = self.write_to(&tmp, new_segments, new_entries);
+        let result = self.write_to(&tmp, new_segments, new_superseded, new_entries);
         match result {
             Ok(()) => Ok(std::fs::rename(&tmp, path)?),
             Err(e) => {
@@ -230,6 +257,7 @@ impl IndexCache {
         &self,
         tmp: &Path,
         new_segments: &[ObjectId],
+        new_superseded: &[ObjectId],
         new_entries: &[IndexEntry],
     ) -> Result<()> {
         let mut packs: Vec<ObjectId> = self.packs().collect();
@@ -246,13 +274,13 @@ impl IndexCache {
                 packs.push(e.pack);
             }
         }
-        let mut segments: Vec<ObjectId> = self.segments().collect();
-        segments.extend(
-            new_segments
-                .iter()
-                .filter(|s| !segments.contains(s))
-                .collect::<Vec<_>>(),
-        );
+        let union = |old: Vec<ObjectId>, new: &[ObjectId]| {
+            let mut set: std::collections::BTreeSet<ObjectId> = old.into_iter().collect();
+            set.extend(new.iter().copied());
+            set.into_iter().collect::<Vec<_>>()
+        };
+        let segments = union(self.segments().collect(), new_segments);
+        let superseded = union(self.superseded().collect(), new_superseded);
 
         let file = File::create(tmp)?;
         let mut out = HashingWriter {
@@ -260,7 +288,7 @@ impl IndexCache {
             hasher: blake3::Hasher::new(),
         };
         out.inner.write_all(&[0u8; HEADER_LEN])?;
-        for id in segments.iter().chain(packs.iter()) {
+        for id in segments.iter().chain(superseded.iter()).chain(packs.iter()) {
             out.write_all(id.as_bytes())?;
         }
         // Merge the existing entries (mapped) with the new ones.
@@ -312,6 +340,7 @@ impl IndexCache {
         w.u32(VERSION);
         w.u32(0);
         w.u64(segments.len() as u64);
+        w.u64(superseded.len() as u64);
         w.u64(packs.len() as u64);
         w.u64(count);
         w.bytes(checksum.as_bytes());
@@ -364,18 +393,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.cache");
         IndexCache::empty()
-            .write_merged(&path, &[ObjectId([1; 32])], &[e(2, 1), e(4, 1)])
+            .write_merged(&path, &[ObjectId([1; 32])], &[], &[e(2, 1), e(4, 1)])
             .unwrap();
         let c1 = IndexCache::open(&path).unwrap();
         assert_eq!(c1.len(), 2);
-        c1.write_merged(&path, &[ObjectId([2; 32])], &[e(1, 2), e(3, 2), e(4, 9)])
-            .unwrap();
+        c1.write_merged(
+            &path,
+            &[ObjectId([2; 32])],
+            &[ObjectId([1; 32])],
+            &[e(1, 2), e(3, 2), e(4, 9)],
+        )
+        .unwrap();
         let c2 = IndexCache::open(&path).unwrap();
         assert_eq!(c2.len(), 4);
         assert_eq!(c2.lookup(&BlobId([4; 32])).unwrap().pack, ObjectId([1; 32]));
         assert_eq!(c2.lookup(&BlobId([3; 32])).unwrap(), e(3, 2));
         assert!(c2.lookup(&BlobId([5; 32])).is_none());
         assert_eq!(c2.segments().count(), 2);
+        assert_eq!(c2.superseded().collect::<Vec<_>>(), [ObjectId([1; 32])]);
         let blobs: Vec<u8> = c2.iter().map(|x| x.unwrap().blob.0[0]).collect();
         assert_eq!(blobs, vec![1, 2, 3, 4]);
         drop((c1, c2));

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::runs::MergeCursor;
-use super::{page_name, segment_name, Repository};
+use super::{page_name, Repository};
 use crate::backend::DynBackend;
 use crate::crypto::random_bytes;
 use crate::error::{Error, ErrorKind, Result};
@@ -108,19 +108,12 @@ impl Repository {
                 entries,
                 supersedes: Vec::new(),
             };
-            let bytes = sealed::seal(
-                self.keys(),
-                ObjectKind::IndexSegment,
-                random_bytes(),
-                &segment.encode(),
-                self.config().zstd_level,
-            );
-            let id = ObjectId::of(&bytes);
-            self.backend
-                .put(&segment_name(&id), Bytes::from(bytes))
-                .await?;
+            let id = self.put_segment(&segment).await?;
             segments.push(id);
-            self.add_segment_to_cache(id, segment.entries)?;
+            self.add_segment_to_cache(id, &segment)?;
+            // Merged segments are written before the point too: they only
+            // restate entries of segments already stored.
+            self.compact_segments().await?;
         }
         // 3. Runs: previous set plus this point's run, then merges.
         let mut runs: Vec<RunDescriptor> = prev.map(|(p, _)| p.runs.clone()).unwrap_or_default();

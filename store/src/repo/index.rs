@@ -7,7 +7,7 @@
 //! covers; the same recovery finds packs an interrupted ingest uploaded
 //! but never committed, so they are indexed instead of uploaded again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{pack_id_from_name, pack_name, segment_name, Repository};
@@ -57,28 +57,40 @@ impl Repository {
     /// segment describes (done automatically when a segment is damaged).
     pub async fn refresh_index(&self, scan_packs: bool) -> Result<IndexRefresh> {
         let mut cache = self.open_cache();
-        let listed: Vec<ObjectId> = self
-            .backend
-            .list("index/")
-            .await?
+        let listed = self.backend.list("index/").await?;
+        let mut listed: Vec<(ObjectId, u64)> = listed
             .iter()
-            .filter_map(|l| l.name.strip_prefix("index/")?.parse().ok())
+            .filter_map(|l| Some((l.name.strip_prefix("index/")?.parse().ok()?, l.size)))
             .collect();
-        let listed_set: HashSet<ObjectId> = listed.iter().copied().collect();
+        let listed_set: HashSet<ObjectId> = listed.iter().map(|(id, _)| *id).collect();
         let covered: HashSet<ObjectId> = cache.segments().collect();
         if !covered.is_subset(&listed_set) {
             tracing::warn!("index cache names segments the vault lacks; rebuilding");
             cache = Arc::new(IndexCache::empty());
         }
         let covered: HashSet<ObjectId> = cache.segments().collect();
+        let mut superseded: HashSet<ObjectId> = cache.superseded().collect();
         let mut report = IndexRefresh::default();
         let mut batch: Vec<IndexEntry> = Vec::new();
         let mut batch_segments = Vec::new();
-        for seg in listed.iter().filter(|s| !covered.contains(s)) {
+        let mut batch_superseded = Vec::new();
+        // Largest first: merged segments come before the ones they replace,
+        // which then need not be read at all.
+        listed.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (seg, _) in listed.iter().filter(|(s, _)| !covered.contains(s)) {
+            if superseded.contains(seg) {
+                batch_segments.push(*seg);
+                continue;
+            }
             match self.read_segment(seg).await {
                 Ok(s) => {
                     batch.extend(s.entries);
                     batch_segments.push(*seg);
+                    for old in s.supersedes {
+                        if superseded.insert(old) {
+                            batch_superseded.push(old);
+                        }
+                    }
                     report.segments_added += 1;
                 }
                 Err(e) => {
@@ -87,13 +99,21 @@ impl Repository {
                 }
             }
             if batch.len() >= MERGE_BATCH {
-                cache =
-                    self.merge_into_cache(&cache, &batch_segments, std::mem::take(&mut batch))?;
-                batch_segments.clear();
+                cache = self.merge_into_cache(
+                    &cache,
+                    &std::mem::take(&mut batch_segments),
+                    &std::mem::take(&mut batch_superseded),
+                    std::mem::take(&mut batch),
+                )?;
             }
         }
-        if !batch.is_empty() || !batch_segments.is_empty() {
-            cache = self.merge_into_cache(&cache, &batch_segments, std::mem::take(&mut batch))?;
+        if !batch.is_empty() || !batch_segments.is_empty() || !batch_superseded.is_empty() {
+            cache = self.merge_into_cache(
+                &cache,
+                &batch_segments,
+                &batch_superseded,
+                std::mem::take(&mut batch),
+            )?;
         }
         if scan_packs || !report.damaged_segments.is_empty() {
             let known: HashSet<ObjectId> = cache.packs().collect();
@@ -118,7 +138,7 @@ impl Repository {
             if !report.recovered.is_empty() {
                 let mut entries = report.recovered.clone();
                 entries.sort_by_key(|e| e.blob);
-                cache = self.merge_into_cache(&cache, &[], entries)?;
+                cache = self.merge_into_cache(&cache, &[], &[], entries)?;
             }
         }
         *self.index.write().expect("index lock") = cache;
@@ -129,10 +149,11 @@ impl Repository {
         &self,
         cache: &IndexCache,
         segments: &[ObjectId],
+        superseded: &[ObjectId],
         mut entries: Vec<IndexEntry>,
     ) -> Result<Arc<IndexCache>> {
         entries.sort_by_key(|e| e.blob);
-        cache.write_merged(&self.cache_path, segments, &entries)?;
+        cache.write_merged(&self.cache_path, segments, superseded, &entries)?;
         Ok(Arc::new(IndexCache::open(&self.cache_path)?))
     }
 
@@ -182,14 +203,151 @@ impl Repository {
     }
 
     /// Records a segment this process wrote, without re-reading it.
-    pub(crate) fn add_segment_to_cache(
-        &self,
-        id: ObjectId,
-        entries: Vec<IndexEntry>,
-    ) -> Result<()> {
+    pub(crate) fn add_segment_to_cache(&self, id: ObjectId, segment: &Segment) -> Result<()> {
         let cache = self.index();
-        let merged = self.merge_into_cache(&cache, &[id], entries)?;
+        let merged =
+            self.merge_into_cache(&cache, &[id], &segment.supersedes, segment.entries.clone())?;
         *self.index.write().expect("index lock") = merged;
         Ok(())
+    }
+
+    /// Merges live index segments of similar size once
+    /// [`SEGMENT_MERGE_FANOUT`] of them pile up, so a cold reader fetches
+    /// few segments. The merged segment names the ones it supersedes; they
+    /// stay in the vault (immutable) and readers skip them.
+    pub(crate) async fn compact_segments(&self) -> Result<usize> {
+        let mut merged = 0;
+        loop {
+            let sizes: HashMap<ObjectId, u64> = self
+                .backend
+                .list("index/")
+                .await?
+                .iter()
+                .filter_map(|l| Some((l.name.strip_prefix("index/")?.parse().ok()?, l.size)))
+                .collect();
+            let cache = self.index();
+            let superseded: HashSet<ObjectId> = cache.superseded().collect();
+            let mut tiers: BTreeMap<u32, Vec<ObjectId>> = BTreeMap::new();
+            for seg in cache.segments().filter(|s| !superseded.contains(s)) {
+                if let Some(&size) = sizes.get(&seg) {
+                    tiers.entry(segment_tier(size)).or_default().push(seg);
+                }
+            }
+            let Some(group) = tiers
+                .into_values()
+                .find(|g| g.len() >= SEGMENT_MERGE_FANOUT)
+            else {
+                return Ok(merged);
+            };
+            let mut entries = Vec::new();
+            for seg in &group {
+                entries.extend(self.read_segment(seg).await?.entries);
+            }
+            entries.sort_by_key(|e| e.blob);
+            entries.dedup_by_key(|e| e.blob);
+            let segment = Segment {
+                entries,
+                supersedes: group,
+            };
+            let id = self.put_segment(&segment).await?;
+            self.add_segment_to_cache(id, &segment)?;
+            tracing::info!(segment = %id, replaced = segment.supersedes.len(), "index segments merged");
+            merged += 1;
+        }
+    }
+
+    /// Seals and stores a segment; returns its id.
+    pub(crate) async fn put_segment(&self, segment: &Segment) -> Result<ObjectId> {
+        let bytes = sealed::seal(
+            &self.keys,
+            ObjectKind::IndexSegment,
+            crate::crypto::random_bytes(),
+            &segment.encode(),
+            self.config.zstd_level,
+        );
+        let id = ObjectId::of(&bytes);
+        match self
+            .backend
+            .put(&segment_name(&id), bytes::Bytes::from(bytes))
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(id),
+            other => other.map(|()| id),
+        }
+    }
+}
+
+/// Live segments merged at once.
+pub const SEGMENT_MERGE_FANOUT: usize = 16;
+
+/// Size tier of a stored segment: how many times size/64 KiB divides by 16.
+fn segment_tier(size: u64) -> u32 {
+    let mut n = size / (64 << 10);
+    let mut t = 0;
+    while n > 0 {
+        n /= 16;
+        t += 1;
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::compress::Compression;
+    use crate::id::BlobId;
+    use crate::repo::{CommitRequest, InitOptions, OpenOptions};
+
+    fn entry(i: u8) -> IndexEntry {
+        IndexEntry {
+            blob: BlobId([i; 32]),
+            pack: ObjectId([i; 32]),
+            offset: 40,
+            stored_len: 17,
+            raw_len: 1,
+            compression: Compression::Raw,
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_pile_up_then_merge_and_a_cold_reader_skips_the_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: crate::backend::DynBackend = Arc::new(MemoryBackend::new());
+        let open = OpenOptions {
+            cache_dir: Some(dir.path().join("a")),
+        };
+        let repo = Repository::init(backend.clone(), b"pw", InitOptions::default(), open)
+            .await
+            .unwrap();
+        let mut prev = None;
+        for i in 0..20u8 {
+            let req = CommitRequest {
+                index_entries: vec![entry(i)],
+                ..Default::default()
+            };
+            let p = repo.commit(prev.as_ref(), req).await.unwrap();
+            prev = Some(repo.load_point(p.seq).await.unwrap());
+        }
+        let listed = backend.list("index/").await.unwrap();
+        assert_eq!(listed.len(), 21, "20 segments and one merge of 16");
+        assert_eq!(repo.index().superseded().count(), SEGMENT_MERGE_FANOUT);
+
+        // A reader with an empty cache reads the merged segment and the 4
+        // newer ones, not the 16 it replaces.
+        let cold = Repository::open(
+            backend,
+            b"pw",
+            OpenOptions {
+                cache_dir: Some(dir.path().join("b")),
+            },
+        )
+        .await
+        .unwrap();
+        let r = cold.refresh_index(false).await.unwrap();
+        assert_eq!(r.segments_added, 5);
+        for i in 0..20u8 {
+            assert_eq!(cold.index().lookup(&BlobId([i; 32])), Some(entry(i)));
+        }
     }
 }
