@@ -3,6 +3,7 @@
 //! restored bytes, modes and times with the source.
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod crash;
 mod damage;
 mod dedup;
