@@ -139,7 +139,7 @@ pub async fn ingest(
     let target = opts
         .pack_target_size
         .unwrap_or(repo.config().pack_target_size) as usize;
-    let packer = Arc::new(Packer::start(repo, target, workers, progress.clone()));
+    let packer = Arc::new(Packer::start(repo, target, progress.clone()));
     let semaphore = Arc::new(Semaphore::new(workers));
 
     let mut summary = IngestSummary {

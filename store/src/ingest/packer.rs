@@ -26,7 +26,7 @@ use crate::pack::{FinishedPack, PackBuilder};
 use crate::repo::{pack_name, Repository};
 
 /// Uploads in flight at once.
-const UPLOAD_CONCURRENCY: usize = 4;
+const UPLOAD_CONCURRENCY: usize = 2;
 
 /// What the packer wrote.
 #[derive(Debug, Default)]
@@ -50,13 +50,8 @@ pub(super) struct Packer {
 }
 
 impl Packer {
-    pub(super) fn start(
-        repo: &Repository,
-        target: usize,
-        workers: usize,
-        progress: Arc<IngestProgress>,
-    ) -> Self {
-        let (tx, rx) = mpsc::channel(workers.max(2));
+    pub(super) fn start(repo: &Repository, target: usize, progress: Arc<IngestProgress>) -> Self {
+        let (tx, rx) = mpsc::channel(1);
         let uploader = tokio::spawn(upload_loop(repo.backend().clone(), rx, progress));
         Packer {
             keys: repo.keys().clone(),
