@@ -151,6 +151,25 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn config_round_trip(id: [u8; 16], created: i64, sizes: [u32; 5], level in -5i32..22, mode in 0u8..3, days: u32) {
+            let c = Config {
+                vault_id: id,
+                created_unix_s: created,
+                chunker: ChunkerParams { threshold: sizes[0], min_size: sizes[1], avg_size: sizes[2], max_size: sizes[3] },
+                pack_target_size: sizes[4],
+                zstd_level: level,
+                lock_mode: [LockMode::None, LockMode::Governance, LockMode::Compliance][usize::from(mode)],
+                retention_days: days,
+            };
+            let b = c.encode();
+            prop_assert_eq!(b.len(), CONFIG_LEN);
+            prop_assert_eq!(Config::decode(&b).unwrap(), c);
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -149,6 +149,25 @@ impl Point {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn point_round_trip(seq: u64, time_ns: i64, prev: [u8; 32], stats: [u64; 6], nruns in 0usize..5, source in ".{0,30}") {
+            let p = Point {
+                seq,
+                time_ns,
+                committed_ns: time_ns.wrapping_add(1),
+                prev: ObjectId(prev),
+                stats: PointStats { objects: stats[0], bytes: stats[1], puts: stats[2], deletes: stats[3], new_packs: stats[4], new_stored_bytes: stats[5] },
+                runs: (0..nruns).map(|i| RunDescriptor { root: ObjectId([i as u8; 32]), height: i as u8, min_seq: 0, max_seq: seq, entries: stats[0], stored_bytes: stats[1] }).collect(),
+                segments: vec![ObjectId(prev); nruns],
+                source,
+            };
+            let body = p.encode();
+            prop_assert_eq!(Point::decode(&body).unwrap(), p);
+        }
+    }
 
     #[test]
     fn names_and_round_trip() {

@@ -449,6 +449,22 @@ mod tests {
         assert!(out.windows(2).all(|w| w[0].order(&w[1]).is_lt()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn page_round_trip(mut entries in proptest::collection::vec(crate::manifest::tests::arb_entry(), 0..20)) {
+            entries.sort_by(|a, b| a.order(b));
+            entries.dedup_by(|a, b| a.order(b).is_eq());
+            let leaf = Page::Leaf { entries: entries.clone() };
+            proptest::prop_assert_eq!(Page::decode(&leaf.encode()).unwrap(), leaf.clone());
+            let children: Vec<Child> = entries
+                .iter()
+                .map(|e| Child { first_key: e.key.clone(), first_seq: e.seq, page: ObjectId([7; 32]), entries: 3 })
+                .collect();
+            let inner = Page::Inner { height: 2, children };
+            proptest::prop_assert_eq!(Page::decode(&inner.encode()).unwrap(), inner);
+        }
+    }
+
     #[test]
     fn single_leaf_run_has_height_zero() {
         let keys = Keys::derive(&MasterKey::from_bytes([1; 32]));

@@ -431,6 +431,23 @@ mod tests {
         assert_eq!(view.entries[1].compression, Compression::Zstd);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3000), 0..8), level in 0i32..4) {
+            let keys = keys();
+            let mut b = PackBuilder::new(&keys, [2; 32], 64);
+            for blob in &blobs {
+                b.add(keys.blob_id(blob), blob, level).unwrap();
+            }
+            let p = b.finish();
+            let view = PackView::open(&keys, &p.bytes, Some(p.id)).unwrap();
+            proptest::prop_assert_eq!(view.entries.len(), blobs.len());
+            for (e, blob) in view.entries.iter().zip(&blobs) {
+                proptest::prop_assert_eq!(&view.blob(&keys, e).unwrap(), blob);
+            }
+        }
+    }
+
     #[test]
     fn every_flipped_byte_is_detected() {
         let keys = keys();
