@@ -251,3 +251,37 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The local S3 server's settings, when the tests run with one
+/// (`STRATA_TEST_S3=1` after `eval "$(scripts/s3-server env)"`).
+pub fn s3_enabled() -> bool {
+    std::env::var("STRATA_TEST_S3").is_ok_and(|v| v == "1")
+}
+
+/// A client for the local S3 server.
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    strata_store::backend::s3::client(std::env::var("AWS_ENDPOINT_URL").ok().as_deref(), true).await
+}
+
+/// Creates a fresh bucket (with Object Lock and versioning when `lock`).
+pub async fn new_bucket(client: &aws_sdk_s3::Client, lock: bool) -> String {
+    let name = format!(
+        "strata-test-{}",
+        Rng::new(std::process::id() as u64 ^ nanos()).next_u64() % 1_000_000_000_000
+    );
+    let mut req = client.create_bucket().bucket(&name);
+    if lock {
+        req = req.object_lock_enabled_for_bucket(true);
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    name
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}

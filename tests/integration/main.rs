@@ -9,3 +9,4 @@ mod damage;
 mod dedup;
 mod password;
 mod roundtrip;
+mod s3;

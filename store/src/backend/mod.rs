@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 use std::ops::Range;
 use std::sync::Arc;
