@@ -39,6 +39,7 @@ pub fn strata_bin() -> PathBuf {
 pub struct Env {
     /// Holds everything; removed on drop.
     pub dir: tempfile::TempDir,
+    vault_url: Option<String>,
 }
 
 impl Default for Env {
@@ -52,7 +53,12 @@ impl Env {
     pub fn new() -> Self {
         Env {
             dir: tempfile::tempdir().unwrap(),
+            vault_url: None,
         }
+    }
+    /// Uses a vault URL (s3://…) instead of the local vault directory.
+    pub fn set_vault(&mut self, url: &str) {
+        self.vault_url = Some(url.to_string());
     }
     /// The vault path.
     pub fn vault(&self) -> PathBuf {
@@ -66,7 +72,12 @@ impl Env {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(strata_bin());
         c.args(args)
-            .env("STRATA_VAULT", self.vault())
+            .env(
+                "STRATA_VAULT",
+                self.vault_url
+                    .clone()
+                    .unwrap_or_else(|| self.vault().display().to_string()),
+            )
             .env("STRATA_CACHE_DIR", self.path("cache"))
             .env("STRATA_PASSWORD", PASSWORD)
             .env_remove("STRATA_PASSWORD_FILE")
@@ -75,7 +86,12 @@ impl Env {
     }
     /// Runs `strata`, returns its output (any exit code).
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
+        let t = std::time::Instant::now();
+        let out = self.cmd(args).output().unwrap();
+        if std::env::var_os("STRATA_TEST_TIMING").is_some() {
+            eprintln!("strata {args:?}: {:.2} s", t.elapsed().as_secs_f64());
+        }
+        out
     }
     /// Runs `strata` and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {

@@ -29,9 +29,20 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// The vault: a directory path or file:// URL.
+    /// The vault: a directory path, file:// URL, or s3://bucket/prefix.
     #[arg(long, global = true, env = "STRATA_VAULT")]
     pub vault: Option<String>,
+    /// S3 endpoint for S3-compatible servers (default: the AWS chain's,
+    /// which also reads AWS_ENDPOINT_URL).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing (default: on when an endpoint URL is set).
+    #[arg(long, global = true, env = "STRATA_S3_PATH_STYLE")]
+    pub path_style: Option<bool>,
+    /// How the S3 server provides create-only writes: conditional
+    /// (If-None-Match) or oldest-version-wins (radosgw); detected if unset.
+    #[arg(long, global = true, env = "STRATA_S3_DIALECT")]
+    pub s3_dialect: Option<String>,
     /// Read the password from this file (first line). Otherwise
     /// STRATA_PASSWORD, otherwise a prompt on a terminal.
     #[arg(long, global = true, env = "STRATA_PASSWORD_FILE")]
@@ -86,6 +97,22 @@ pub struct InitArgs {
     /// zstd level for blobs and metadata (0 turns compression off).
     #[arg(long, default_value_t = 3)]
     pub compression_level: i32,
+    /// Object Lock mode for every object written (S3 vaults).
+    #[arg(long, value_enum, default_value = "compliance")]
+    pub lock_mode: LockModeArg,
+    /// Object Lock retention period in days (S3 vaults).
+    #[arg(long, default_value_t = 30)]
+    pub retention_days: u32,
+    /// Allow an S3 bucket without versioning and Object Lock (the vault's
+    /// objects can then be deleted or overwritten by anyone with write access).
+    #[arg(long)]
+    pub no_object_lock: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LockModeArg {
+    Compliance,
+    Governance,
 }
 
 #[derive(Args, Debug)]

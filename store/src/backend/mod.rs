@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::config::LockMode;
 use crate::error::Result;
 
 /// Which bytes of an object to read.
@@ -73,6 +74,30 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete(&self, name: &str) -> Result<()>;
     /// A human description (path or URL), for messages.
     fn describe(&self) -> String;
+
+    /// Object Lock retention to apply to every later put (stores without
+    /// Object Lock ignore it).
+    fn set_retention(&self, _mode: LockMode, _days: u32) {}
+
+    /// Version ids of `name`, oldest first; empty where the store keeps
+    /// no versions. Readers fall back to these when the version `get`
+    /// returns does not authenticate.
+    async fn versions(&self, _name: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Reads one version of `name`.
+    async fn get_version(&self, name: &str, _version: &str) -> Result<Bytes> {
+        Err(crate::error::Error::not_found(format!(
+            "{name}: this store keeps no versions"
+        )))
+    }
+
+    /// The Object Lock retention of `name` as (mode, retain-until unix
+    /// seconds); `None` where the store has no Object Lock.
+    async fn retention(&self, _name: &str) -> Result<Option<(LockMode, i64)>> {
+        Ok(None)
+    }
 }
 
 /// A shared backend.

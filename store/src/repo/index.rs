@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{pack_id_from_name, pack_name, segment_name, Repository};
-use crate::backend::{get_all, ByteRange};
+use crate::backend::ByteRange;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{ObjectKind, HEADER_LEN};
 use crate::id::ObjectId;
@@ -160,17 +160,18 @@ impl Repository {
     /// Reads and decodes one index segment, checking its name.
     pub async fn read_segment(&self, id: &ObjectId) -> Result<Segment> {
         let name = segment_name(id);
-        let bytes = get_all(&*self.backend, &name)
+        let keys = &self.keys;
+        let (segment, _) = self
+            .get_authentic(&name, |bytes| {
+                if ObjectId::of(bytes) != *id {
+                    return Err(Error::corrupt("bytes do not hash to the name"));
+                }
+                let body = sealed::open(keys, ObjectKind::IndexSegment, bytes)?;
+                Segment::decode(&body)
+            })
             .await
-            .map_err(|e| e.context(name.clone()))?;
-        if ObjectId::of(&bytes) != *id {
-            return Err(Error::corrupt(format!(
-                "{name}: bytes do not hash to the name"
-            )));
-        }
-        let body = sealed::open(&self.keys, ObjectKind::IndexSegment, &bytes)
-            .map_err(|e| e.context(name.clone()))?;
-        Segment::decode(&body).map_err(|e| e.context(name))
+            .map_err(|e| e.context(name))?;
+        Ok(segment)
     }
 
     /// Reads a pack's header and trailer (ranged reads) and returns its

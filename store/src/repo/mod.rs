@@ -147,6 +147,7 @@ impl Repository {
         config.validate()?;
         let master = MasterKey::generate();
         let keys = Keys::derive(&master);
+        backend.set_retention(config.lock_mode, config.retention_days);
         let key_name =
             write_key_file(&*backend, &master, password, opts.kdf, config.vault_id).await?;
         let sealed = sealed::seal(
@@ -239,6 +240,7 @@ impl Repository {
                 foreign = Some(l.name.clone());
                 continue;
             }
+            backend.set_retention(config.lock_mode, config.retention_days);
             return Ok(Self::assemble(
                 backend,
                 master,
@@ -387,6 +389,43 @@ impl Repository {
             .map_err(|e| e.context(name))
     }
 
+    /// Reads `name` and decodes it with `open`; when the version the store
+    /// returns does not authenticate or decode, tries every other version,
+    /// oldest first (a writer can add versions under a name, never remove
+    /// the original one from a locked vault). Returns the value and the
+    /// bytes it came from.
+    pub async fn get_authentic<T>(
+        &self,
+        name: &str,
+        open: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<(T, Bytes)> {
+        let bytes = get_all(&*self.backend, name)
+            .await
+            .map_err(|e| e.context(name.to_string()))?;
+        let first_err = match open(&bytes) {
+            Ok(v) => return Ok((v, bytes)),
+            Err(e) if matches!(e.kind(), ErrorKind::Crypto | ErrorKind::Corrupt) => e,
+            Err(e) => return Err(e),
+        };
+        for version in self.backend.versions(name).await.unwrap_or_default() {
+            let Ok(other) = self.backend.get_version(name, &version).await else {
+                continue;
+            };
+            if other == bytes {
+                continue;
+            }
+            if let Ok(v) = open(&other) {
+                tracing::warn!(
+                    object = name,
+                    version,
+                    "the first version does not authenticate; using an older one that does"
+                );
+                return Ok((v, other));
+            }
+        }
+        Err(first_err)
+    }
+
     /// Sequence numbers of all points, ascending.
     pub async fn list_points(&self) -> Result<Vec<u64>> {
         let mut seqs: Vec<u64> = self
@@ -404,18 +443,21 @@ impl Repository {
     /// next point's `prev`). Checks the point names its own sequence.
     pub async fn load_point(&self, seq: u64) -> Result<(Point, ObjectId)> {
         let name = Point::name(seq);
-        let bytes = get_all(&*self.backend, &name)
+        let keys = &self.keys;
+        let (point, bytes) = self
+            .get_authentic(&name, |bytes| {
+                let body = sealed::open(keys, ObjectKind::Point, bytes)?;
+                let point = Point::decode(&body)?;
+                if point.seq != seq {
+                    return Err(Error::corrupt(format!(
+                        "holds point {} (replayed or moved)",
+                        point.seq
+                    )));
+                }
+                Ok(point)
+            })
             .await
-            .map_err(|e| e.context(name.clone()))?;
-        let body = sealed::open(&self.keys, ObjectKind::Point, &bytes)
-            .map_err(|e| e.context(name.clone()))?;
-        let point = Point::decode(&body).map_err(|e| Error::from(e).context(name.clone()))?;
-        if point.seq != seq {
-            return Err(Error::corrupt(format!(
-                "{name} holds point {} (replayed or moved)",
-                point.seq
-            )));
-        }
+            .map_err(|e| e.context(name))?;
         Ok((point, ObjectId::of(&bytes)))
     }
 
@@ -452,15 +494,17 @@ impl Repository {
             return Ok(p.clone());
         }
         let name = page_name(id);
-        let bytes = get_all(&*self.backend, &name)
+        let keys = &self.keys;
+        let (page, _) = self
+            .get_authentic(&name, |bytes| {
+                if ObjectId::of(bytes) != *id {
+                    return Err(Error::corrupt("bytes do not hash to the name"));
+                }
+                Page::open(keys, bytes)
+            })
             .await
-            .map_err(|e| e.context(name.clone()))?;
-        if ObjectId::of(&bytes) != *id {
-            return Err(Error::corrupt(format!(
-                "{name}: bytes do not hash to the name"
-            )));
-        }
-        let page = Arc::new(Page::open(&self.keys, &bytes).map_err(|e| e.context(name))?);
+            .map_err(|e| e.context(name))?;
+        let page = Arc::new(page);
         let mut map = self.pages.lock().expect("page lock");
         if map.len() >= PAGE_CACHE_ENTRIES {
             map.clear();

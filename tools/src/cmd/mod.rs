@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use strata_store::backend::local::LocalBackend;
+use strata_store::backend::s3::{S3Backend, S3Options};
 use strata_store::backend::DynBackend;
 use strata_store::manifest::point::Point;
 use strata_store::repo::{OpenOptions, Repository};
@@ -48,14 +49,32 @@ pub fn backend(g: &Global) -> Result<DynBackend> {
     let v = g.vault.as_deref().ok_or_else(|| {
         strata_store::Error::config("no vault given: use --vault PATH or set STRATA_VAULT")
     })?;
-    if let Some(rest) = v.strip_prefix("s3://") {
-        return Err(strata_store::Error::config(format!(
-            "s3://{rest}: S3 vaults are not supported by this build yet; use a directory"
-        ))
-        .into());
-    }
     let path = PathBuf::from(v.strip_prefix("file://").unwrap_or(v));
     Ok(Arc::new(LocalBackend::new(path)?))
+}
+
+/// True when `--vault` names an S3 bucket.
+pub fn is_s3(g: &Global) -> bool {
+    g.vault.as_deref().is_some_and(|v| v.starts_with("s3://"))
+}
+
+/// The S3 backend named by `--vault s3://…`.
+pub async fn s3_backend(g: &Global) -> Result<S3Backend> {
+    let v = g.vault.as_deref().unwrap_or_default();
+    let mut o = S3Options::from_url(v)?;
+    o.endpoint_url = g.endpoint_url.clone();
+    o.path_style = g.path_style.unwrap_or(o.endpoint_url.is_some());
+    o.dialect = g.s3_dialect.as_deref().map(str::parse).transpose()?;
+    Ok(S3Backend::connect(o).await?)
+}
+
+/// The backend named by `--vault`, local or S3.
+pub async fn any_backend(g: &Global) -> Result<DynBackend> {
+    if is_s3(g) {
+        Ok(Arc::new(s3_backend(g).await?))
+    } else {
+        backend(g)
+    }
 }
 
 /// Reads a password from a file, an environment variable, or a prompt.
@@ -109,7 +128,7 @@ pub fn open_options(g: &Global) -> OpenOptions {
 
 /// Opens the vault with the password.
 pub async fn open(g: &Global) -> Result<Repository> {
-    let backend = backend(g)?;
+    let backend = any_backend(g).await?;
     let pw = password(g, false)?;
     let repo = Repository::open(backend, &pw, open_options(g)).await?;
     Ok(repo)
