@@ -243,3 +243,156 @@ async fn delete_markers_and_forged_versions_hide_nothing() {
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true, "{v}");
 }
+
+/// What the test compares per object: bytes, system metadata, user metadata, tags.
+type ObjectState = (
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+);
+
+async fn object_state(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> ObjectState {
+    let o = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+    let (ct, ce, cc) = (
+        o.content_type().map(str::to_string),
+        o.content_encoding().map(str::to_string),
+        o.cache_control().map(str::to_string),
+    );
+    let mut user: Vec<(String, String)> = o
+        .metadata()
+        .map(|m| m.clone().into_iter().collect())
+        .unwrap_or_default();
+    user.sort();
+    let body = o.body.collect().await.unwrap().into_bytes().to_vec();
+    let t = client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let mut tags: Vec<(String, String)> = t
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    tags.sort();
+    (body, ct, ce, cc, user, tags)
+}
+
+#[tokio::test]
+async fn bucket_to_locked_vault_to_new_bucket_keeps_bytes_and_metadata() {
+    require_s3!();
+    let client = s3_client().await;
+    let source = new_bucket(&client, false).await;
+    let n = 3000usize;
+    let mut keys = Vec::new();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let key = match i % 5 {
+            0 => format!("tenant/{}/attachments/{i}/report ü {i}.json", i % 13),
+            1 => format!("logs/2026/11/{i:05}.log.gz"),
+            2 => format!("img/{i}.bin"),
+            3 => format!("empty-{i}"),
+            _ => format!("deep/a/b/c/{i}"),
+        };
+        keys.push(key.clone());
+        let c = client.clone();
+        let bucket = source.clone();
+        set.spawn(async move {
+            let mut rng = Rng::new(i as u64 + 1);
+            let len = if i % 5 == 3 {
+                0
+            } else {
+                rng.below(20_000) as usize
+            };
+            let mut req = c
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(aws_sdk_s3::primitives::ByteStream::from(
+                    rng.bytes(len, i % 2 == 0),
+                ))
+                .content_type(["application/json", "text/plain", "image/png"][i % 3])
+                .metadata("tenant", format!("{}", i % 13));
+            if i % 5 == 1 {
+                req = req.content_encoding("gzip").cache_control("max-age=60");
+            }
+            if i % 7 == 0 {
+                req = req
+                    .metadata("origin", "upload ✓")
+                    .tagging(format!("class=gold&n={i}"));
+            }
+            req.send().await.unwrap();
+        });
+        while set.len() >= 16 {
+            set.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+
+    let vault = new_bucket(&client, true).await;
+    let env = s3_env(&vault);
+    env.ok(&["init", "--lock-mode", "governance", "--retention-days", "1"]);
+    let s = env.json(&["ingest", &format!("s3://{source}/")]);
+    assert_eq!(s["objects"], n as u64, "{s}");
+    let per_object = s["vault_requests_per_object"].as_f64().unwrap();
+    assert!(
+        per_object < 0.1,
+        "{per_object} vault requests per source object"
+    );
+    assert!(s["source_requests"]["get"].as_u64().unwrap() >= n as u64);
+
+    let target = new_bucket(&client, false).await;
+    env.ok(&[
+        "restore",
+        "--to",
+        &format!("s3://{target}/"),
+        "--concurrency",
+        "16",
+    ]);
+    // Restoring again refuses to overwrite.
+    let again = env.run(&[
+        "restore",
+        "--to",
+        &format!("s3://{target}/"),
+        "--prefix",
+        "img/1",
+    ]);
+    assert_eq!(again.status.code(), Some(3));
+
+    for key in keys.iter().step_by(7).chain(keys.iter().take(10)) {
+        let want = object_state(&client, &source, key).await;
+        let got = object_state(&client, &target, key).await;
+        assert!(want == got, "{key}: restored object differs");
+    }
+    // Every key is there.
+    let mut listed = 0;
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(&target)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap();
+        listed += page.contents().len();
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, n);
+}

@@ -117,8 +117,8 @@ pub enum LockModeArg {
 
 #[derive(Args, Debug)]
 pub struct IngestArgs {
-    /// The directory to back up.
-    pub source: PathBuf,
+    /// What to back up: a directory, or s3://bucket/prefix.
+    pub source: String,
     /// Workers reading and encoding objects (default: CPU count).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -170,9 +170,9 @@ pub struct RestoreArgs {
     /// The point (see `ls --at`).
     #[arg(long, default_value = "latest")]
     pub at: String,
-    /// Target directory (created if missing).
+    /// Target: a directory (created if missing) or s3://bucket/prefix.
     #[arg(long)]
-    pub to: PathBuf,
+    pub to: String,
     /// Only keys starting with this prefix (a whole key restores one object).
     #[arg(long, default_value = "")]
     pub prefix: String,

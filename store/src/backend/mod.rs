@@ -75,6 +75,11 @@ pub trait Backend: Send + Sync + 'static {
     /// A human description (path or URL), for messages.
     fn describe(&self) -> String;
 
+    /// Requests made so far, by kind (stores that bill per request).
+    fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Object Lock retention to apply to every later put (stores without
     /// Object Lock ignore it).
     fn set_retention(&self, _mode: LockMode, _days: u32) {}

@@ -656,6 +656,10 @@ impl Backend for S3Backend {
             (mode != LockMode::None && days > 0).then_some((mode, days));
     }
 
+    fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        self.requests.snapshot()
+    }
+
     async fn versions(&self, name: &str) -> Result<Vec<String>> {
         if !self.versioned {
             return Ok(Vec::new());

@@ -366,20 +366,40 @@ fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> 
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let reader = match source.open(&obj) {
+        let (reader, meta) = match source.open(&obj) {
             Ok(r) => r,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Outcome::Vanished),
+            // A failed precondition: the object changed since the listing.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 3 => {
+                match source.restat(&SourceObject {
+                    version_id: String::new(),
+                    etag: String::new(),
+                    ..obj.clone()
+                })? {
+                    Some(now) => {
+                        obj = SourceObject {
+                            key: obj.key,
+                            ..now
+                        };
+                        continue;
+                    }
+                    None => return Ok(Outcome::Vanished),
+                }
+            }
             Err(e) => return Err(e),
         };
         let mut chunks = Vec::new();
-        let read = packer.chunker().for_each_chunk(reader, obj.size, |data| {
+        let read = packer.chunker().for_each_chunk(reader, meta.size, |data| {
             chunks.push(packer.store_blob(data)?);
             Ok(())
         })?;
-        let Some(now) = source.restat(&obj)? else {
+        let Some(now) = source.restat(&meta)? else {
             return Ok(Outcome::Vanished);
         };
-        let stable = now.size == read && now.mtime_ns == obj.mtime_ns && now.size == obj.size;
+        let stable = now.size == read
+            && now.mtime_ns == meta.mtime_ns
+            && now.etag == meta.etag
+            && now.size == meta.size;
         if stable || attempt >= 3 {
             if !stable {
                 tracing::warn!(key = %obj.key, "object kept changing while read; recording the last read");
@@ -388,11 +408,11 @@ fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> 
                 size: read,
                 mtime_ns: now.mtime_ns,
                 mode: now.mode,
-                version_id: obj.version_id,
-                etag: obj.etag,
-                system: obj.system,
-                user: obj.user,
-                tags: obj.tags,
+                version_id: meta.version_id,
+                etag: meta.etag,
+                system: meta.system,
+                user: meta.user,
+                tags: meta.tags,
                 chunks,
             }));
         }

@@ -155,6 +155,82 @@ pub async fn restore_to_dir(
     Ok(summary)
 }
 
+/// Restores the objects of `point` under `opts.prefix` into a bucket,
+/// under `target_prefix`, with the metadata and tags each entry recorded;
+/// existing objects are kept unless `opts.overwrite`.
+pub async fn restore_to_bucket(
+    repo: &Repository,
+    point: &Point,
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    target_prefix: &str,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let mut summary = RestoreSummary {
+        seq: point.seq,
+        ..Default::default()
+    };
+    let mut cursor = StateCursor::new(repo, &point.runs, point.seq, &opts.prefix).await?;
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < 1024 {
+            match cursor.next().await? {
+                Some(e) => batch.push(e),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let results: Vec<(String, Result<u64>)> = stream::iter(batch)
+            .map(|e| async move {
+                let r = async {
+                    let meta = e
+                        .object
+                        .as_ref()
+                        .ok_or_else(|| Error::corrupt("deleted entry"))?;
+                    let mut body = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+                    read_object(repo, meta, &mut body).await?;
+                    let n = body.len() as u64;
+                    let key = format!("{target_prefix}{}", e.key);
+                    crate::source::s3::put_with_metadata(
+                        client,
+                        bucket,
+                        &key,
+                        meta,
+                        body,
+                        opts.overwrite,
+                    )
+                    .await?;
+                    Ok(n)
+                }
+                .await;
+                (e.key, r)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        for (key, r) in results {
+            match r {
+                Ok(n) => {
+                    summary.objects += 1;
+                    summary.bytes += n;
+                    progress.objects.fetch_add(1, Ordering::Relaxed);
+                    progress.bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(key = %key, error = %e, "object not restored");
+                    summary.errors.push(format!("{key}: {e}"));
+                }
+            }
+        }
+    }
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
 async fn restore_entry(repo: &Repository, root: &Path, e: &Entry, overwrite: bool) -> Result<u64> {
     let meta = e
         .object

@@ -91,10 +91,10 @@ impl Source for LocalSource {
             .map_err(|e| Error::new(crate::ErrorKind::Io, format!("listing task: {e}")))?
     }
 
-    fn open(&self, obj: &SourceObject) -> Result<Box<dyn Read + Send>> {
+    fn open(&self, obj: &SourceObject) -> Result<(Box<dyn Read + Send>, SourceObject)> {
         let f = std::fs::File::open(self.path(&obj.key))
             .map_err(|e| Error::from(e).context(obj.key.clone()))?;
-        Ok(Box::new(f))
+        Ok((Box::new(f), obj.clone()))
     }
 
     fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>> {

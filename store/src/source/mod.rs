@@ -5,6 +5,7 @@
 //! bucket source implements the same trait.
 
 pub mod local;
+pub mod s3;
 
 use std::io::Read;
 
@@ -42,8 +43,11 @@ pub trait Source: Send + Sync + 'static {
     /// represent are skipped with a warning and counted in the second value.
     async fn list(&self) -> Result<(Vec<SourceObject>, u64)>;
     /// Opens an object for a blocking, streaming read (called on the
-    /// blocking pool). `NotFound` when it vanished since the listing.
-    fn open(&self, obj: &SourceObject) -> Result<Box<dyn Read + Send>>;
+    /// blocking pool), pinned to the listed version where the source has
+    /// versions. Returns the reader and the object's full metadata as of
+    /// this read. `NotFound` when it vanished since the listing;
+    /// `AlreadyExists` (a failed precondition) when it changed.
+    fn open(&self, obj: &SourceObject) -> Result<(Box<dyn Read + Send>, SourceObject)>;
     /// The object's current listing data, to detect a change during the
     /// read; `None` when it is gone.
     fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>>;

@@ -8,13 +8,26 @@ use std::time::Duration;
 use anyhow::Result;
 use strata_store::ingest::{ingest, IngestOptions, IngestProgress};
 use strata_store::source::local::LocalSource;
+use strata_store::source::s3::S3Source;
+use strata_store::source::Source;
 
 use super::{fmt_bytes, fmt_time, now_ms_ns, open, parse_time, print_json, show_progress};
 use crate::cli::{Global, IngestArgs};
 
 pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
     let repo = open(g).await?;
-    let source = Arc::new(LocalSource::new(&a.source)?);
+    let s3_source = if a.source.starts_with("s3://") {
+        let path_style = g.path_style.unwrap_or(g.endpoint_url.is_some());
+        Some(Arc::new(
+            S3Source::connect(&a.source, g.endpoint_url.as_deref(), path_style).await?,
+        ))
+    } else {
+        None
+    };
+    let source: Arc<dyn Source> = match &s3_source {
+        Some(s) => s.clone(),
+        None => Arc::new(LocalSource::new(&a.source)?),
+    };
     let opts = IngestOptions {
         workers: a.workers,
         time_ns: Some(match &a.time {
@@ -58,8 +71,26 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
         b.finish_and_clear();
     }
     let s = summary?;
+    let source_requests: Vec<(&str, u64)> = s3_source
+        .as_ref()
+        .map(|s| s.requests.snapshot())
+        .unwrap_or_default();
+    let vault_requests = repo.backend().request_counts();
+    let vault_total: u64 = vault_requests.iter().map(|(_, n)| n).sum();
+    let per_object = (!vault_requests.is_empty() && s.objects > 0)
+        .then(|| vault_total as f64 / s.objects as f64);
     if g.json {
-        print_json(&s)?;
+        let mut v = serde_json::to_value(&s)?;
+        v["source_requests"] = serde_json::json!(source_requests
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeMap<_, _>>());
+        v["vault_requests"] = serde_json::json!(vault_requests
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeMap<_, _>>());
+        v["vault_requests_per_object"] = serde_json::json!(per_object);
+        print_json(&v)?;
     } else {
         println!("point #{} at {}", s.seq, fmt_time(s.time_ns));
         println!(
@@ -92,6 +123,22 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
             (s.changed + s.unchanged) as f64 / secs,
             fmt_bytes((s.bytes_read as f64 / secs) as u64)
         );
+        let fmt = |r: &[(&str, u64)]| {
+            r.iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !source_requests.is_empty() {
+            println!("  source requests: {}", fmt(&source_requests));
+        }
+        if let Some(p) = per_object {
+            println!(
+                "  vault requests: {} ({p:.3} per source object)",
+                fmt(&vault_requests)
+            );
+        }
         if s.skipped > 0 {
             println!(
                 "  skipped {} entries the source cannot represent (see log)",

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use strata_store::restore::{restore_to_dir, RestoreOptions, RestoreProgress};
+use strata_store::backend::s3::S3Options;
+use strata_store::restore::{restore_to_bucket, restore_to_dir, RestoreOptions, RestoreProgress};
 
 use super::{fmt_bytes, fmt_time, open_for_read, print_json, resolve_point, show_progress};
 use crate::cli::{Global, RestoreArgs};
@@ -36,7 +37,23 @@ pub async fn run(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         });
         bar
     });
-    let s = restore_to_dir(&repo, &point, &a.to, &opts, &progress).await;
+    let s = if a.to.starts_with("s3://") {
+        let target = S3Options::from_url(&a.to)?;
+        let path_style = g.path_style.unwrap_or(g.endpoint_url.is_some());
+        let client = strata_store::backend::s3::client(g.endpoint_url.as_deref(), path_style).await;
+        restore_to_bucket(
+            &repo,
+            &point,
+            &client,
+            &target.bucket,
+            &target.prefix,
+            &opts,
+            &progress,
+        )
+        .await
+    } else {
+        restore_to_dir(&repo, &point, std::path::Path::new(&a.to), &opts, &progress).await
+    };
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -48,7 +65,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
             "restored point #{} ({}) to {}: {} objects, {} in {:.2} s",
             point.seq,
             fmt_time(point.time_ns),
-            a.to.display(),
+            a.to,
             s.objects,
             fmt_bytes(s.bytes),
             s.elapsed_s
