@@ -24,7 +24,9 @@ pub fn strata_bin() -> PathBuf {
         let bin = profile_dir.join("strata");
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--quiet", "-p", "strata-tools", "--bin", "strata"]);
+        // The same package selection as scripts/test`s build, so features
+        // unify the same way and this is a no-op after it.
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cmd.arg("--release");
         }
