@@ -315,6 +315,22 @@ impl S3Backend {
     /// Every real version of `name`, oldest first (delete markers skipped).
     pub async fn versions(&self, name: &str) -> Result<Vec<Version>> {
         let key = self.key(name);
+        let mut out: Vec<Version> = self
+            .versions_under(&key)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .collect();
+        // Listed newest first; stable order oldest first.
+        out.reverse();
+        out.sort_by_key(|v| v.last_modified);
+        Ok(out)
+    }
+
+    /// Every real version of every key under the full key `prefix`
+    /// (delete markers skipped), in listing order: per key, newest first.
+    async fn versions_under(&self, prefix: &str) -> Result<Vec<(String, Version)>> {
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
@@ -324,35 +340,31 @@ impl S3Backend {
                 .client
                 .list_object_versions()
                 .bucket(&self.opts.bucket)
-                .prefix(&key)
+                .prefix(prefix)
                 .set_key_marker(key_marker.take())
                 .set_version_id_marker(version_marker.take())
                 .send()
                 .await
-                .map_err(|e| map_err(e, &format!("versions of {name}")))?;
+                .map_err(|e| map_err(e, &format!("versions under {prefix}")))?;
             for v in page.versions() {
-                if v.key() == Some(key.as_str()) {
-                    out.push(Version {
-                        id: v.version_id().unwrap_or("null").to_string(),
-                        size: u64::try_from(v.size().unwrap_or(0)).unwrap_or(0),
-                        last_modified: v.last_modified().map_or(0, |t| t.secs()),
-                    });
+                if let Some(k) = v.key() {
+                    out.push((
+                        k.to_string(),
+                        Version {
+                            id: v.version_id().unwrap_or("null").to_string(),
+                            size: u64::try_from(v.size().unwrap_or(0)).unwrap_or(0),
+                            last_modified: v.last_modified().map_or(0, |t| t.secs()),
+                        },
+                    ));
                 }
             }
-            if page.is_truncated() == Some(true) {
+            if page.is_truncated() == Some(true) && page.next_key_marker().is_some() {
                 key_marker = page.next_key_marker().map(str::to_string);
                 version_marker = page.next_version_id_marker().map(str::to_string);
-                if key_marker.is_none() {
-                    break;
-                }
             } else {
-                break;
+                return Ok(out);
             }
         }
-        // Listed newest first; stable order oldest first.
-        out.reverse();
-        out.sort_by_key(|v| v.last_modified);
-        Ok(out)
     }
 
     async fn oldest_version(&self, name: &str) -> Result<Option<String>> {
@@ -545,37 +557,11 @@ impl Backend for S3Backend {
         let strip = self.opts.prefix.len();
         let mut out: Vec<Listed> = Vec::new();
         if self.versioned {
-            // Names with at least one real version: delete markers hide nothing.
+            // Names with at least one real version: delete markers hide
+            // nothing. Versions come newest first: the last seen is the oldest.
             let mut seen: HashMap<String, u64> = HashMap::new();
-            let mut key_marker: Option<String> = None;
-            let mut version_marker: Option<String> = None;
-            loop {
-                self.requests.list.fetch_add(1, Ordering::Relaxed);
-                let page = self
-                    .client
-                    .list_object_versions()
-                    .bucket(&self.opts.bucket)
-                    .prefix(&full)
-                    .set_key_marker(key_marker.take())
-                    .set_version_id_marker(version_marker.take())
-                    .send()
-                    .await
-                    .map_err(|e| map_err(e, &format!("listing {prefix}")))?;
-                for v in page.versions() {
-                    if let Some(k) = v.key() {
-                        // Versions come newest first: the last seen is the oldest.
-                        seen.insert(
-                            k.to_string(),
-                            u64::try_from(v.size().unwrap_or(0)).unwrap_or(0),
-                        );
-                    }
-                }
-                if page.is_truncated() == Some(true) && page.next_key_marker().is_some() {
-                    key_marker = page.next_key_marker().map(str::to_string);
-                    version_marker = page.next_version_id_marker().map(str::to_string);
-                } else {
-                    break;
-                }
+            for (k, v) in self.versions_under(&full).await? {
+                seen.insert(k, v.size);
             }
             out.extend(seen.into_iter().filter_map(|(k, size)| {
                 Some(Listed {

@@ -106,53 +106,12 @@ pub async fn restore_to_dir(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreSummary> {
-    let started = Instant::now();
     std::fs::create_dir_all(target)
         .map_err(|e| Error::from(e).context(format!("restore target {}", target.display())))?;
-    let mut summary = RestoreSummary {
-        seq: point.seq,
-        ..Default::default()
-    };
-    let mut cursor = StateCursor::new(repo, &point.runs, point.seq, &opts.prefix).await?;
-    loop {
-        let mut batch = Vec::new();
-        while batch.len() < 1024 {
-            match cursor.next().await? {
-                Some(e) => batch.push(e),
-                None => break,
-            }
-        }
-        if batch.is_empty() {
-            break;
-        }
-        let results: Vec<(String, Result<u64>)> = stream::iter(batch)
-            .map(|e| async move {
-                let r = restore_entry(repo, target, &e, opts.overwrite).await;
-                (e.key, r)
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect()
-            .await;
-        for (key, r) in results {
-            match r {
-                Ok(n) => {
-                    summary.objects += 1;
-                    summary.bytes += n;
-                    progress.objects.fetch_add(1, Ordering::Relaxed);
-                    progress.bytes.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == ErrorKind::Config => {
-                    summary.unrepresentable.push(e.to_string())
-                }
-                Err(e) => {
-                    tracing::error!(key = %key, error = %e, "object not restored");
-                    summary.errors.push(format!("{key}: {e}"));
-                }
-            }
-        }
-    }
-    summary.elapsed_s = started.elapsed().as_secs_f64();
-    Ok(summary)
+    restore_each(repo, point, opts, progress, |e| async move {
+        restore_entry(repo, target, &e, opts.overwrite).await
+    })
+    .await
 }
 
 /// Restores the objects of `point` under `opts.prefix` into a bucket,
@@ -167,6 +126,45 @@ pub async fn restore_to_bucket(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreSummary> {
+    restore_each(repo, point, opts, progress, |e| async move {
+        let meta = e
+            .object
+            .as_ref()
+            .ok_or_else(|| Error::corrupt("deleted entry"))?;
+        let mut body = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        read_object(repo, meta, &mut body).await?;
+        let n = body.len() as u64;
+        let key = format!("{target_prefix}{}", e.key);
+        crate::source::s3::put_with_metadata(client, bucket, &key, meta, body, opts.overwrite)
+            .await
+            // Every key is representable in a bucket: a refusal is a failure.
+            .map_err(|e| {
+                if e.kind() == ErrorKind::Config {
+                    Error::new(ErrorKind::Io, e.to_string())
+                } else {
+                    e
+                }
+            })?;
+        Ok(n)
+    })
+    .await
+}
+
+/// Streams the live entries of `point` under `opts.prefix` in batches and
+/// restores each with `restore_one` (returning the bytes written),
+/// `opts.concurrency` at a time; collects the outcome. A `Config` error
+/// from `restore_one` means the key cannot be represented at the target.
+async fn restore_each<F, Fut>(
+    repo: &Repository,
+    point: &Point,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+    restore_one: F,
+) -> Result<RestoreSummary>
+where
+    F: Fn(Entry) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
     let started = Instant::now();
     let mut summary = RestoreSummary {
         seq: point.seq,
@@ -185,29 +183,10 @@ pub async fn restore_to_bucket(
             break;
         }
         let results: Vec<(String, Result<u64>)> = stream::iter(batch)
-            .map(|e| async move {
-                let r = async {
-                    let meta = e
-                        .object
-                        .as_ref()
-                        .ok_or_else(|| Error::corrupt("deleted entry"))?;
-                    let mut body = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
-                    read_object(repo, meta, &mut body).await?;
-                    let n = body.len() as u64;
-                    let key = format!("{target_prefix}{}", e.key);
-                    crate::source::s3::put_with_metadata(
-                        client,
-                        bucket,
-                        &key,
-                        meta,
-                        body,
-                        opts.overwrite,
-                    )
-                    .await?;
-                    Ok(n)
-                }
-                .await;
-                (e.key, r)
+            .map(|e| {
+                let key = e.key.clone();
+                let fut = restore_one(e);
+                async move { (key, fut.await) }
             })
             .buffer_unordered(opts.concurrency.max(1))
             .collect()
@@ -219,6 +198,9 @@ pub async fn restore_to_bucket(
                     summary.bytes += n;
                     progress.objects.fetch_add(1, Ordering::Relaxed);
                     progress.bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == ErrorKind::Config => {
+                    summary.unrepresentable.push(e.to_string())
                 }
                 Err(e) => {
                     tracing::error!(key = %key, error = %e, "object not restored");
