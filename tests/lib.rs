@@ -26,7 +26,7 @@ pub fn strata_bin() -> PathBuf {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         // The same package selection as scripts/test`s build, so features
         // unify the same way and this is a no-op after it.
-        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
         if release {
             cmd.arg("--release");
         }
