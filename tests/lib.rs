@@ -22,10 +22,14 @@ pub fn strata_bin() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
         let bin = profile_dir.join("strata");
+        // scripts/test builds every target before testing; build here only
+        // when the binary is missing (a nested cargo can rebuild heavy
+        // dependencies for environment differences alone).
+        if bin.exists() {
+            return bin;
+        }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        // The same package selection as scripts/test`s build, so features
-        // unify the same way and this is a no-op after it.
         cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
         if release {
             cmd.arg("--release");
