@@ -2,6 +2,8 @@
 //! generate trees, snapshot and compare them.
 #![allow(clippy::unwrap_used)]
 
+pub mod sim;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

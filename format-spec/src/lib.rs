@@ -18,6 +18,7 @@ use strata_store::crypto::{Keys, MasterKey};
 use strata_store::format::ObjectKind;
 use strata_store::id::{BlobId, ObjectId};
 use strata_store::index::{IndexEntry, Segment};
+use strata_store::manifest::checkpoint::{Checkpoint, FeedPosition};
 use strata_store::manifest::point::{Point, PointStats};
 use strata_store::manifest::run::{Page, RunBuilder};
 use strata_store::manifest::{Entry, ObjectMeta};
@@ -60,6 +61,7 @@ pub fn generate() -> BTreeMap<&'static str, Value> {
     out.insert("index_segment.json", index_segment());
     out.insert("run_page.json", run_pages());
     out.insert("point.json", point());
+    out.insert("checkpoint.json", checkpoint());
     out.insert("chunking.json", chunking());
     out
 }
@@ -288,6 +290,25 @@ fn point() -> Value {
         "body": hex::encode(p.encode()),
         "sealed": hex::encode(sealed),
         "decoded": p,
+    })
+}
+
+fn checkpoint() -> Value {
+    let c = Checkpoint {
+        seq: 7,
+        feeds: vec![FeedPosition {
+            feed: "s3://events/s3-changes/".into(),
+            position: "2026/11/27/10/stream-1-2026-11-27-10-14-59-0a1b".into(),
+        }],
+    };
+    let body = c.encode().expect("fits");
+    let sealed = sealed::seal(&keys(), ObjectKind::Checkpoint, salt(0x71), &body, 0);
+    json!({
+        "_comment": "Checkpoint after point 7 sealed with salt 32x71 under the test master key, uncompressed.",
+        "name": Checkpoint::name(7),
+        "body": hex::encode(body),
+        "sealed": hex::encode(sealed),
+        "decoded": c,
     })
 }
 

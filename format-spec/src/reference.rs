@@ -156,6 +156,22 @@ pub fn point(body: &[u8]) -> (u64, i64, [u8; 32], Vec<[u8; 32]>, String) {
     (seq, time, prev, roots, source)
 }
 
+/// Decodes a checkpoint body: (seq, [(feed, position)]).
+pub fn checkpoint(body: &[u8]) -> (u64, Vec<(String, String)>) {
+    let seq = u64_at(body, 0);
+    let n = u32_at(body, 8) as usize;
+    let mut at = 12;
+    let mut feeds = Vec::new();
+    for _ in 0..n {
+        let (feed, next) = str16(body, at);
+        let (position, next) = str16(body, next);
+        at = next;
+        feeds.push((feed, position));
+    }
+    assert_eq!(at, body.len());
+    (seq, feeds)
+}
+
 /// An index entry as (blob id, pack id, offset).
 pub type RefIndexEntry = ([u8; 32], [u8; 32], u64);
 

@@ -9,6 +9,7 @@ use strata_format_spec::{generate, test_master, vectors_dir};
 use strata_store::crypto::keyfile::KeyFile;
 use strata_store::crypto::{Keys, MasterKey};
 use strata_store::format::ObjectKind;
+use strata_store::manifest::checkpoint::Checkpoint;
 use strata_store::manifest::point::Point;
 use strata_store::manifest::run::Page;
 use strata_store::pack::PackView;
@@ -173,11 +174,33 @@ fn point() {
 }
 
 #[test]
+fn checkpoint() {
+    let v = load("checkpoint.json");
+    let sealed_bytes = hex(&v["sealed"]);
+    let body = sealed::open(&keys(), ObjectKind::Checkpoint, &sealed_bytes).unwrap();
+    let c = Checkpoint::decode(&body).unwrap();
+    assert_eq!(serde_json::to_value(&c).unwrap(), v["decoded"]);
+    assert_eq!(Checkpoint::name(c.seq), v["name"].as_str().unwrap());
+    let (seq, feeds) = reference::checkpoint(
+        &reference::open_sealed(&RefKeys::new(&test_master()), &sealed_bytes, 7).unwrap(),
+    );
+    assert_eq!(seq, c.seq);
+    assert_eq!(
+        feeds,
+        c.feeds
+            .iter()
+            .map(|f| (f.feed.clone(), f.position.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn every_single_bit_flip_in_every_sealed_vector_is_detected() {
     let k = keys();
     for (file, field, kind) in [
         ("config.json", "sealed", ObjectKind::Config),
         ("point.json", "sealed", ObjectKind::Point),
+        ("checkpoint.json", "sealed", ObjectKind::Checkpoint),
         ("index_segment.json", "sealed", ObjectKind::IndexSegment),
     ] {
         let bytes = hex(&load(file)[field]);

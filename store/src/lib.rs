@@ -3,7 +3,8 @@
 //!
 //! A tour, in the order data flows:
 //!
-//! - [`source`] lists and reads what is backed up (a directory today);
+//! - [`source`] lists and reads what is backed up (a directory or a
+//!   bucket); [`changes`] says which keys changed since the last point;
 //! - [`ingest`] compares it with the latest point and stores what changed:
 //!   [`chunk`] cuts content into blobs, [`crypto`] names them (keyed blake3)
 //!   and encrypts them, [`compress`] shrinks them, [`pack`] bundles them;
@@ -44,8 +45,10 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod changes;
 pub mod chunk;
 pub mod compress;
+pub mod continuous;
 pub mod crypto;
 pub mod error;
 pub mod format;

@@ -8,6 +8,7 @@ use strata_store::crypto::keyfile::KeyFile;
 use strata_store::crypto::{Keys, MasterKey};
 use strata_store::format::ObjectKind;
 use strata_store::index::Segment;
+use strata_store::manifest::checkpoint::Checkpoint;
 use strata_store::manifest::point::Point;
 use strata_store::manifest::run::Page;
 use strata_store::pack::PackView;
@@ -59,12 +60,15 @@ fn decode_everything(data: &[u8]) {
         ObjectKind::IndexSegment,
         ObjectKind::RunPage,
         ObjectKind::Point,
+        ObjectKind::Checkpoint,
     ] {
         let _ = sealed::open(&k, kind, data);
     }
     let _ = Segment::decode(data);
     let _ = Page::decode(data);
     let _ = Point::decode(data);
+    let _ = Checkpoint::decode(data);
+    let _ = strata_store::changes::eventbridge::parse_batch(data);
     let _ = Config::decode(data);
     let _ = KeyFile::decode(data);
     let _ = key_to_path(&String::from_utf8_lossy(data));

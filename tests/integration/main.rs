@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod continuous;
 mod crash;
 mod damage;
 mod dedup;

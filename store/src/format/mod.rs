@@ -47,6 +47,8 @@ pub enum ObjectKind {
     RunPage = 5,
     /// A time-index entry, one per point in time (`points/…`).
     Point = 6,
+    /// Change-feed positions after a point (`checkpoints/…`).
+    Checkpoint = 7,
 }
 
 impl ObjectKind {
@@ -59,6 +61,7 @@ impl ObjectKind {
             4 => ObjectKind::IndexSegment,
             5 => ObjectKind::RunPage,
             6 => ObjectKind::Point,
+            7 => ObjectKind::Checkpoint,
             _ => return None,
         })
     }
@@ -72,6 +75,7 @@ impl ObjectKind {
             ObjectKind::IndexSegment => "index segment",
             ObjectKind::RunPage => "run page",
             ObjectKind::Point => "point",
+            ObjectKind::Checkpoint => "checkpoint",
         }
     }
 }

@@ -2,8 +2,9 @@
 //! changed, and commit a new point.
 //!
 //! Data flow: source listing (sorted) is merge-joined with the state of the
-//! latest point; unchanged objects (same size, mtime, mode, ETag) cost
-//! nothing; changed objects go to a bounded set of blocking workers that
+//! latest point — or, with a change set from a feed, only the keys it
+//! names are looked up there and at the source; unchanged objects (same
+//! size, mtime, mode, ETag, version) cost nothing; changed objects go to a bounded set of blocking workers that
 //! read, chunk, hash, dedup, compress and encrypt into packs; full packs go
 //! over a bounded channel to the uploader; entries come back in key order
 //! into the point's run. Then [`Repository::commit`] writes index segment,
@@ -23,9 +24,11 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::changes::{ChangeEvent, ChangeKind, ChangeSet};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::point::PointStats;
 use crate::manifest::{Entry, ObjectMeta};
+use crate::repo::now_ns;
 use crate::repo::runs::StateCursor;
 use crate::repo::{CommitRequest, Repository};
 use crate::source::{Source, SourceObject};
@@ -41,6 +44,9 @@ pub struct IngestOptions {
     pub time_ns: Option<i64>,
     /// Override the vault's pack target size (bytes).
     pub pack_target_size: Option<u32>,
+    /// Only these keys changed (from a change feed). `None`: list the
+    /// whole source and diff it against the last point.
+    pub changes: Option<ChangeSet>,
 }
 
 /// Live counters, for progress display.
@@ -96,13 +102,26 @@ pub struct IngestSummary {
 }
 
 enum Pending {
-    Ready(Option<Entry>),
-    Job(JoinHandle<Result<Outcome>>, SourceObject, bool),
+    /// A deletion found without reading: the entry and the size it removes.
+    Deleted(Entry, u64),
+    /// A job reading the key; the previous version's size, if it had one.
+    Job(JoinHandle<Result<Outcome>>, String, Option<u64>),
 }
 
 enum Outcome {
     Stored(ObjectMeta),
     Vanished,
+    Unchanged,
+}
+
+/// What the pass looks at for one key.
+enum Candidate {
+    /// Listed by the source, with the last point's version of the key.
+    Listed(SourceObject, Option<ObjectMeta>),
+    /// In the last point, absent from the listing.
+    Gone(String, ObjectMeta),
+    /// Named by a change event: look at what the source holds now.
+    Changed(String, ChangeEvent, Option<ObjectMeta>),
 }
 
 /// Runs one pass of `source` into `repo` and commits a point.
@@ -123,14 +142,30 @@ pub async fn ingest(
     let prev = repo.latest_point().await?;
     let seq = prev.as_ref().map_or(0, |(p, _)| p.seq + 1);
 
-    let (listing, skipped) = source.list().await?;
-    let time_ns = opts.time_ns.unwrap_or_else(now_ns);
-    progress
-        .listed_objects
-        .store(listing.len() as u64, Ordering::Relaxed);
-    progress
-        .listed_bytes
-        .store(listing.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+    let (listing, skipped) = match &opts.changes {
+        Some(changes) => {
+            progress
+                .listed_objects
+                .store(changes.len() as u64, Ordering::Relaxed);
+            (Vec::new(), 0)
+        }
+        None => {
+            let (listing, skipped) = source.list().await?;
+            progress
+                .listed_objects
+                .store(listing.len() as u64, Ordering::Relaxed);
+            progress
+                .listed_bytes
+                .store(listing.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+            (listing, skipped)
+        }
+    };
+    // The state was observed from now on; events carry the source's own
+    // clock, so a point never predates a change it holds.
+    let time_ns = opts
+        .time_ns
+        .unwrap_or_else(now_ns)
+        .max(opts.changes.as_ref().map_or(0, |c| c.newest_ns));
 
     let workers = opts
         .workers
@@ -148,103 +183,88 @@ pub async fn ingest(
         recovered_packs: refresh.recovered_packs.len() as u64,
         ..Default::default()
     };
-    let mut stats = PointStats::default();
-    let mut builder = repo.run_builder();
-    let mut queue: VecDeque<Pending> = VecDeque::new();
-    let max_queue = 64 + workers * 4;
-
-    let mut prev_cursor = match &prev {
-        Some((p, _)) => Some(StateCursor::new(repo, &p.runs, p.seq, "").await?),
-        None => None,
+    // Totals move by the changes: a pass costs what changed, not the bucket.
+    let mut stats = PointStats {
+        objects: prev.as_ref().map_or(0, |(p, _)| p.stats.objects),
+        bytes: prev.as_ref().map_or(0, |(p, _)| p.stats.bytes),
+        ..Default::default()
     };
-    let mut prev_head = next_prev(&mut prev_cursor).await?;
-    let mut listing = listing.into_iter().peekable();
-
-    loop {
-        let src_key = listing.peek().map(|o| o.key.clone());
-        let prev_key = prev_head.as_ref().map(|e| e.key.clone());
-        let item = match (src_key, prev_key) {
-            (None, None) => break,
-            (Some(s), Some(p)) if p.as_bytes() < s.as_bytes() => {
-                // In the last point, gone from the source: a deletion.
-                prev_head = next_prev(&mut prev_cursor).await?;
-                summary.deleted += 1;
-                Pending::Ready(Some(Entry {
-                    key: p,
-                    seq,
-                    object: None,
-                }))
-            }
-            (None, Some(p)) => {
-                prev_head = next_prev(&mut prev_cursor).await?;
-                summary.deleted += 1;
-                Pending::Ready(Some(Entry {
-                    key: p,
-                    seq,
-                    object: None,
-                }))
-            }
-            (Some(s), p) => {
-                let obj = listing.next().expect("peeked");
-                let previous = if p.as_deref() == Some(s.as_str()) {
-                    let e = prev_head.take();
-                    prev_head = next_prev(&mut prev_cursor).await?;
-                    e
-                } else {
-                    None
-                };
-                match previous.and_then(|e| e.object) {
-                    Some(meta) if unchanged(&meta, &obj) => {
-                        summary.unchanged += 1;
-                        stats.objects += 1;
-                        stats.bytes += meta.size;
-                        progress.done_objects.fetch_add(1, Ordering::Relaxed);
-                        progress.done_bytes.fetch_add(meta.size, Ordering::Relaxed);
-                        continue;
+    let mut pass = Pass {
+        repo,
+        builder: repo.run_builder(),
+        queue: VecDeque::new(),
+        summary: &mut summary,
+        stats: &mut stats,
+        seq,
+        progress: &progress,
+    };
+    let max_queue = 64 + workers * 4;
+    let mut candidates = Candidates::new(
+        repo,
+        prev.as_ref().map(|(p, _)| p),
+        listing,
+        opts.changes.as_ref(),
+    )
+    .await?;
+    while let Some(candidate) = candidates.next().await? {
+        let job = |key: String, previous: Option<&ObjectMeta>, work: Work| {
+            let (src, pk, sem) = (source.clone(), packer.clone(), semaphore.clone());
+            let prev_size = previous.map(|m| m.size);
+            let previous = previous.cloned();
+            async move {
+                let permit = sem
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Cancelled, "worker pool closed"))?;
+                let k = key.clone();
+                let handle = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    match work {
+                        Work::Store(obj) => store_object(&*src, &pk, obj),
+                        Work::Check => check_and_store(&*src, &pk, k, previous.as_ref()),
                     }
-                    previous => {
-                        let existed = previous.is_some();
-                        let permit =
-                            semaphore.clone().acquire_owned().await.map_err(|_| {
-                                Error::new(ErrorKind::Cancelled, "worker pool closed")
-                            })?;
-                        let (src, pk, o) = (source.clone(), packer.clone(), obj.clone());
-                        let handle = tokio::task::spawn_blocking(move || {
-                            let _permit = permit;
-                            store_object(&*src, &pk, o)
-                        });
-                        Pending::Job(handle, obj, existed)
-                    }
-                }
+                });
+                Ok::<_, Error>(Pending::Job(handle, key, prev_size))
             }
         };
-        queue.push_back(item);
-        while queue.len() >= max_queue {
-            drain_one(
-                &mut queue,
-                &mut builder,
-                repo,
-                &mut summary,
-                &mut stats,
-                seq,
-                &progress,
-            )
-            .await?;
+        let item = match candidate {
+            Candidate::Gone(key, meta) => Pending::Deleted(
+                Entry {
+                    key,
+                    seq,
+                    object: None,
+                },
+                meta.size,
+            ),
+            Candidate::Listed(obj, Some(meta)) if unchanged(&meta, &obj) => {
+                pass.summary.unchanged += 1;
+                progress.done_objects.fetch_add(1, Ordering::Relaxed);
+                progress.done_bytes.fetch_add(meta.size, Ordering::Relaxed);
+                continue;
+            }
+            Candidate::Listed(obj, previous) => {
+                job(obj.key.clone(), previous.as_ref(), Work::Store(obj)).await?
+            }
+            Candidate::Changed(_, event, Some(meta)) if event_matches(&event, &meta) => {
+                // A duplicate or late event of the version already recorded.
+                pass.summary.unchanged += 1;
+                progress.done_objects.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Candidate::Changed(key, _, previous) => {
+                job(key, previous.as_ref(), Work::Check).await?
+            }
+        };
+        pass.queue.push_back(item);
+        while pass.queue.len() >= max_queue {
+            pass.drain_one().await?;
         }
     }
-    while !queue.is_empty() {
-        drain_one(
-            &mut queue,
-            &mut builder,
-            repo,
-            &mut summary,
-            &mut stats,
-            seq,
-            &progress,
-        )
-        .await?;
+    while !pass.queue.is_empty() {
+        pass.drain_one().await?;
     }
-    drop(prev_cursor);
+    drop(candidates);
+    let mut builder = pass.builder;
 
     // All packs uploaded before anything refers to them.
     let packer =
@@ -283,10 +303,94 @@ pub async fn ingest(
     Ok(summary)
 }
 
-async fn next_prev(cursor: &mut Option<StateCursor<'_>>) -> Result<Option<Entry>> {
-    match cursor {
-        Some(c) => c.next().await,
-        None => Ok(None),
+/// What a job does with its key.
+enum Work {
+    /// Read and store this listed object.
+    Store(SourceObject),
+    /// Look at what the source holds now; store it if it differs.
+    Check,
+}
+
+/// The candidates of one pass, in key order: a merge-join of the listing
+/// with the last point's state, or the keys of a change set each looked
+/// up in the last point.
+struct Candidates<'r> {
+    repo: &'r Repository,
+    prev: Option<&'r crate::manifest::point::Point>,
+    listing: std::iter::Peekable<std::vec::IntoIter<SourceObject>>,
+    prev_cursor: Option<StateCursor<'r>>,
+    prev_head: Option<Entry>,
+    changes: Option<std::collections::btree_map::Iter<'r, String, ChangeEvent>>,
+}
+
+impl<'r> Candidates<'r> {
+    async fn new(
+        repo: &'r Repository,
+        prev: Option<&'r crate::manifest::point::Point>,
+        listing: Vec<SourceObject>,
+        changes: Option<&'r ChangeSet>,
+    ) -> Result<Candidates<'r>> {
+        let changes = changes.map(ChangeSet::iter);
+        let mut prev_cursor = match (prev, &changes) {
+            (Some(p), None) => Some(StateCursor::new(repo, &p.runs, p.seq, "").await?),
+            _ => None,
+        };
+        let prev_head = match &mut prev_cursor {
+            Some(c) => c.next().await?,
+            None => None,
+        };
+        Ok(Candidates {
+            repo,
+            prev,
+            listing: listing.into_iter().peekable(),
+            prev_cursor,
+            prev_head,
+            changes,
+        })
+    }
+
+    async fn advance_prev(&mut self) -> Result<Option<Entry>> {
+        let next = match &mut self.prev_cursor {
+            Some(c) => c.next().await?,
+            None => None,
+        };
+        Ok(std::mem::replace(&mut self.prev_head, next))
+    }
+
+    async fn next(&mut self) -> Result<Option<Candidate>> {
+        if let Some(changes) = &mut self.changes {
+            let Some((key, event)) = changes.next() else {
+                return Ok(None);
+            };
+            let (key, event) = (key.clone(), event.clone());
+            let previous = match self.prev {
+                Some(p) => crate::restore::lookup(self.repo, p, &key)
+                    .await?
+                    .and_then(|e| e.object),
+                None => None,
+            };
+            return Ok(Some(Candidate::Changed(key, event, previous)));
+        }
+        let listed = self.listing.peek().map(|o| o.key.as_bytes());
+        let recorded = self.prev_head.as_ref().map(|e| e.key.as_bytes());
+        match (listed, recorded) {
+            (None, None) => Ok(None),
+            // In the last point, gone from the source: a deletion.
+            (l, Some(r)) if l.is_none_or(|l| r < l) => {
+                let e = self.advance_prev().await?.expect("peeked");
+                let meta = e.object.expect("state cursors yield live entries");
+                Ok(Some(Candidate::Gone(e.key, meta)))
+            }
+            (_, r) => {
+                let obj = self.listing.next().expect("peeked");
+                let previous = if r == Some(obj.key.as_bytes()) {
+                    self.advance_prev().await?.and_then(|e| e.object)
+                } else {
+                    None
+                };
+                Ok(Some(Candidate::Listed(obj, previous)))
+            }
+        }
     }
 }
 
@@ -298,66 +402,121 @@ fn unchanged(meta: &ObjectMeta, obj: &SourceObject) -> bool {
         && meta.version_id == obj.version_id
 }
 
-async fn drain_one(
-    queue: &mut VecDeque<Pending>,
-    builder: &mut crate::manifest::run::RunBuilder,
-    repo: &Repository,
-    summary: &mut IngestSummary,
-    stats: &mut PointStats,
+/// True when `event` announces exactly the version `meta` records.
+fn event_matches(event: &ChangeEvent, meta: &ObjectMeta) -> bool {
+    event.kind == ChangeKind::Created
+        && !event.etag.is_empty()
+        && event.etag == meta.etag.trim_matches('"')
+        && event.version_id == meta.version_id
+        && event.size.is_none_or(|s| s == meta.size)
+}
+
+/// The state of one pass's output: the run being built and the totals.
+struct Pass<'a> {
+    repo: &'a Repository,
+    builder: crate::manifest::run::RunBuilder,
+    queue: VecDeque<Pending>,
+    summary: &'a mut IngestSummary,
+    stats: &'a mut PointStats,
     seq: u64,
-    progress: &IngestProgress,
-) -> Result<()> {
-    let Some(item) = queue.pop_front() else {
-        return Ok(());
-    };
-    let entry = match item {
-        Pending::Ready(e) => e,
-        Pending::Job(handle, obj, existed) => {
-            let outcome = handle
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
-            progress.done_objects.fetch_add(1, Ordering::Relaxed);
-            progress.done_bytes.fetch_add(obj.size, Ordering::Relaxed);
-            match outcome {
-                Ok(Outcome::Stored(meta)) => {
-                    progress.read_bytes.fetch_add(meta.size, Ordering::Relaxed);
-                    summary.changed += 1;
-                    stats.objects += 1;
-                    stats.bytes += meta.size;
-                    Some(Entry {
-                        key: obj.key,
-                        seq,
-                        object: Some(meta),
-                    })
+    progress: &'a IngestProgress,
+}
+
+impl Pass<'_> {
+    async fn drain_one(&mut self) -> Result<()> {
+        let Some(item) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        let seq = self.seq;
+        let entry = match item {
+            Pending::Deleted(entry, size) => {
+                self.remove(size);
+                Some(entry)
+            }
+            Pending::Job(handle, key, prev_size) => {
+                let outcome = handle
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
+                self.progress.done_objects.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(Outcome::Stored(meta)) => {
+                        let p = self.progress;
+                        p.read_bytes.fetch_add(meta.size, Ordering::Relaxed);
+                        p.done_bytes.fetch_add(meta.size, Ordering::Relaxed);
+                        self.summary.changed += 1;
+                        match prev_size {
+                            Some(old) => {
+                                self.stats.bytes = self.stats.bytes.saturating_sub(old) + meta.size;
+                            }
+                            None => {
+                                self.stats.objects += 1;
+                                self.stats.bytes += meta.size;
+                            }
+                        }
+                        Some(Entry {
+                            key,
+                            seq,
+                            object: Some(meta),
+                        })
+                    }
+                    Ok(Outcome::Vanished) => prev_size.map(|old| {
+                        self.remove(old);
+                        Entry {
+                            key,
+                            seq,
+                            object: None,
+                        }
+                    }),
+                    Ok(Outcome::Unchanged) => {
+                        self.summary.unchanged += 1;
+                        None
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::Io | ErrorKind::NotFound) => {
+                        // The object keeps its previous version (if any); the
+                        // pass goes on and reports it.
+                        tracing::warn!(%key, error = %e, "could not read object");
+                        self.summary.errors.push(format!("{key}: {e}"));
+                        None
+                    }
+                    Err(e) => return Err(e.context(key)),
                 }
-                Ok(Outcome::Vanished) if existed => {
-                    summary.deleted += 1;
-                    Some(Entry {
-                        key: obj.key,
-                        seq,
-                        object: None,
-                    })
-                }
-                Ok(Outcome::Vanished) => None,
-                Err(e) if matches!(e.kind(), ErrorKind::Io | ErrorKind::NotFound) => {
-                    // The object keeps its previous version (if any); the
-                    // pass goes on and reports it.
-                    tracing::warn!(key = %obj.key, error = %e, "could not read object");
-                    summary.errors.push(format!("{}: {e}", obj.key));
-                    None
-                }
-                Err(e) => return Err(e.context(obj.key)),
+            }
+        };
+        if let Some(e) = entry {
+            self.builder.push(e)?;
+            let ready = self.builder.take_ready();
+            if !ready.is_empty() {
+                self.repo.store_pages(ready).await?;
             }
         }
-    };
-    if let Some(e) = entry {
-        builder.push(e)?;
-        let ready = builder.take_ready();
-        if !ready.is_empty() {
-            repo.store_pages(ready).await?;
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// Counts a deletion of an object of `size` bytes.
+    fn remove(&mut self, size: u64) {
+        self.summary.deleted += 1;
+        self.stats.objects = self.stats.objects.saturating_sub(1);
+        self.stats.bytes = self.stats.bytes.saturating_sub(size);
+    }
+}
+
+/// Looks at what the source holds for `key` now: gone, the version
+/// `previous` records, or something to store.
+fn check_and_store(
+    source: &dyn Source,
+    packer: &Packer,
+    key: String,
+    previous: Option<&ObjectMeta>,
+) -> Result<Outcome> {
+    let probe = SourceObject {
+        key,
+        ..Default::default()
+    };
+    match source.restat(&probe)? {
+        None => Ok(Outcome::Vanished),
+        Some(now) if previous.is_some_and(|m| unchanged(m, &now)) => Ok(Outcome::Unchanged),
+        Some(now) => store_object(source, packer, now),
+    }
 }
 
 /// Reads one object into packs; re-reads (up to 3 times) if it changed
@@ -422,10 +581,4 @@ fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> 
             ..now
         };
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }

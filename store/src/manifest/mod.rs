@@ -14,6 +14,7 @@
 //! Reading runs (which fetches pages) lives in `repo::runs`.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
+pub mod checkpoint;
 pub mod point;
 pub mod run;
 

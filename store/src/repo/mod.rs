@@ -6,7 +6,9 @@
 //!
 //! Spec: `format-spec/SPEC.md#write-ordering`.
 
+mod checkpoints;
 mod commit;
+pub(crate) use commit::now_ns;
 mod index;
 pub mod runs;
 

@@ -51,4 +51,11 @@ pub trait Source: Send + Sync + 'static {
     /// The object's current listing data, to detect a change during the
     /// read; `None` when it is gone.
     fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>>;
+    /// The source-relative key a change event in `bucket` names, or
+    /// `None` when the event is not about this source. A directory takes
+    /// event keys as relative paths.
+    fn key_for_event(&self, bucket: &str, key: &str) -> Option<String> {
+        let _ = bucket;
+        (!key.is_empty()).then(|| key.to_string())
+    }
 }

@@ -226,6 +226,12 @@ impl Source for S3Source {
         Ok((Box::new(body), meta))
     }
 
+    fn key_for_event(&self, bucket: &str, key: &str) -> Option<String> {
+        (bucket == self.bucket)
+            .then(|| self.relative(key))
+            .flatten()
+    }
+
     fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>> {
         let mut req = self
             .client

@@ -41,6 +41,7 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
                     .map_err(|_| strata_store::Error::config("pack size must be under 4 GiB"))
             })
             .transpose()?,
+        ..Default::default()
     };
     let progress = Arc::new(IngestProgress::default());
     let bar = show_progress(g).then(|| {
