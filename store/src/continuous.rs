@@ -7,9 +7,9 @@
 //! new position (`checkpoints/<seq>`) and acknowledges the feed. A crash
 //! anywhere leaves either no point (the rerun reads the same events) or a
 //! point without a checkpoint (the rerun reads some events again, which
-//! only re-checks keys). Without a feed, or every `reconcile_every`
-//! cycles, a cycle diffs a full listing instead, which also catches
-//! dropped events.
+//! only re-checks keys). Without a feed, on a feed's first cycle (the
+//! baseline), and every `reconcile_every` cycles, a cycle diffs a full
+//! listing instead, which also catches dropped events.
 //!
 //! Time comes from a [`Clock`], so tests drive a simulated day without
 //! sleeping; cycles start on interval boundaries (10:00, 10:15, …).
@@ -32,13 +32,15 @@ pub trait Clock: Send + Sync {
     async fn sleep_until(&self, t_ns: i64);
 }
 
-/// The host's clock.
+/// The host's clock, in whole milliseconds (so the time a point prints
+/// with selects that very point in `--at`).
 pub struct SystemClock;
 
 #[async_trait::async_trait]
 impl Clock for SystemClock {
     fn now_ns(&self) -> i64 {
-        crate::repo::now_ns()
+        let ns = crate::repo::now_ns();
+        ns - ns.rem_euclid(1_000_000)
     }
 
     async fn sleep_until(&self, t_ns: i64) {
@@ -121,7 +123,7 @@ impl<'r> Continuous<'r> {
     /// Runs one cycle now and commits its point.
     pub async fn cycle(&mut self, progress: Arc<IngestProgress>) -> Result<CycleSummary> {
         self.cycles += 1;
-        let reconcile =
+        let mut reconcile =
             self.opts.reconcile_every > 0 && self.cycles.is_multiple_of(self.opts.reconcile_every);
         let mut opts = self.opts.ingest.clone();
         let mut read = None;
@@ -135,6 +137,10 @@ impl<'r> Continuous<'r> {
                     .and_then(|c| c.position(&name).map(str::to_string)),
                 None => None,
             };
+            // A feed this vault has no position for says nothing about
+            // what happened before it: the first cycle lists everything
+            // (after reading the feed, so its events are covered too).
+            reconcile |= position.is_none();
             let (events, next) = feed.read(position.as_deref()).await?;
             let mut set = ChangeSet::default();
             for e in events {

@@ -174,7 +174,11 @@ async fn a_simulated_day_restores_exactly_at_every_point() {
         .await
         .unwrap();
     assert_eq!(cycles, 96);
-    assert_eq!(summaries[0].mode, "changes");
+    assert_eq!(
+        summaries[0].mode, "listing",
+        "the first cycle is a baseline"
+    );
+    assert!(summaries.iter().skip(1).all(|s| s.mode == "changes"));
     assert!(summaries.iter().skip(1).all(|s| s.events > 0));
     assert!(
         summaries.iter().any(|s| s.ingest.unchanged > 0),
@@ -241,7 +245,7 @@ async fn a_dropped_event_is_caught_by_listing_reconciliation() {
     let mut cont = Continuous::new(&repo, bucket.clone(), Some(feed), clock.clone(), opts);
     let progress = Arc::new(IngestProgress::default());
     let s = cont.cycle(progress.clone()).await.unwrap();
-    assert_eq!((s.mode, s.ingest.objects), ("changes", 10));
+    assert_eq!((s.mode, s.ingest.objects), ("listing", 10));
 
     // k3 changes but its event is lost; k4's event arrives.
     clock.set(DAY_START + 15 * MIN);
@@ -266,4 +270,126 @@ async fn a_dropped_event_is_caught_by_listing_reconciliation() {
     // The feed position survives in the vault's checkpoints.
     let c = repo.checkpoint_at(p.seq).await.unwrap().unwrap();
     assert_eq!(c.position(&feed_dir.display().to_string()), Some("0002"));
+}
+
+fn created(key: &str, data: &[u8], seq: u64) -> strata_store::changes::ChangeEvent {
+    strata_store::changes::ChangeEvent {
+        bucket: "local".into(),
+        key: key.into(),
+        kind: strata_store::changes::ChangeKind::Created,
+        size: Some(data.len() as u64),
+        etag: String::new(),
+        version_id: String::new(),
+        sequencer: format!("{seq:08X}"),
+        time_ns: 0,
+    }
+}
+
+#[test]
+fn cli_once_reads_the_feed_from_the_vaults_checkpoint() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let feed = env.path("feed");
+    generate_tree(&src, 4, 50, 0);
+    write_batch(&feed, "2026/11/27/09/batch-0", &[created("a.txt", b"", 0)]);
+    let args = ["ingest", src.to_str().unwrap(), "--once", "--changes"];
+    let mut with_feed = args.to_vec();
+    with_feed.push(feed.to_str().unwrap());
+    // No position for this feed yet: the first cycle is a full baseline.
+    let c = env.json(&with_feed);
+    assert_eq!(c["mode"], "listing", "{c}");
+    assert_eq!(c["feed_position"], "2026/11/27/09/batch-0");
+
+    write_file(&src, "a.txt", b"changed by the app", 0o644);
+    write_file(&src, "new/one.txt", b"created by the app", 0o644);
+    let victim = list_files(&src)
+        .into_iter()
+        .find(|k| k.contains("file-"))
+        .unwrap();
+    std::fs::remove_file(src.join(&victim)).unwrap();
+    let mut gone = created(&victim, b"", 3);
+    gone.kind = strata_store::changes::ChangeKind::Deleted;
+    write_batch(
+        &feed,
+        "2026/11/27/10/batch-1",
+        &[
+            created("a.txt", b"changed by the app", 1),
+            created("new/one.txt", b"created by the app", 2),
+            created("a.txt", b"changed by the app", 1), // duplicate
+            gone,
+        ],
+    );
+    let c = env.json(&with_feed);
+    assert_eq!(c["mode"], "changes", "{c}");
+    assert_eq!(
+        (c["events"].as_u64(), c["changed_keys"].as_u64()),
+        (Some(4), Some(3))
+    );
+    assert_eq!(
+        (c["changed"].as_u64(), c["deleted"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(c["feed_position"], "2026/11/27/10/batch-1");
+
+    // The next cycle starts after the recorded position: nothing to do.
+    let c = env.json(&with_feed);
+    assert_eq!(
+        (c["events"].as_u64(), c["changed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let restored = env.path("restored");
+    env.ok(&["restore", "--to", restored.to_str().unwrap()]);
+    assert_same(&snapshot(&src), &snapshot(&restored));
+    let points = env.json(&["snapshots"]);
+    assert_eq!(points[1]["changed"], 2);
+    assert_eq!(points[1]["deleted"], 1);
+    assert_eq!(points[2]["changed"], 0);
+}
+
+#[test]
+fn cli_continuous_records_points_until_sigint() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    generate_tree(&src, 5, 20, 0);
+    let child = env
+        .cmd(&[
+            "--json",
+            "ingest",
+            src.to_str().unwrap(),
+            "--continuous",
+            "--interval",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(env.vault().join("points")).map_or(0, |d| d.count()) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no second point");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    write_file(&src, "late.txt", b"written between cycles", 0o644);
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopping after the cycle"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 2, "one JSON line per cycle");
+    assert!(lines.iter().all(|l| l["mode"] == "listing"));
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..lines.len() as u64).collect::<Vec<_>>());
+    let points = env.json(&["snapshots"]);
+    assert_eq!(points.as_array().unwrap().len(), lines.len());
 }

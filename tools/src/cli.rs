@@ -126,8 +126,37 @@ pub struct IngestArgs {
     #[arg(long, value_parser = parse_size)]
     pub pack_size: Option<u64>,
     /// Stamp the point with this time instead of now (RFC 3339).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "continuous")]
     pub time: Option<String>,
+    /// Keep running: record a point every --interval until SIGINT or
+    /// SIGTERM (the cycle under way finishes and commits first; a second
+    /// signal stops at once, leaving the pass resumable).
+    #[arg(long, conflicts_with = "once")]
+    pub continuous: bool,
+    /// Run one cycle of continuous ingest (read the feed from the vault's
+    /// checkpoint, commit, record the new position) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Time between points in continuous mode (e.g. 15m, 1h, 30s).
+    #[arg(long, default_value = "15m", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// Change feed naming the keys that changed: a directory or
+    /// s3://bucket/prefix of EventBridge event batch files. Without it,
+    /// each cycle diffs a full listing against the last point.
+    #[arg(long, value_name = "FEED")]
+    pub changes: Option<String>,
+    /// With --changes, every N-th cycle diffs a full listing instead, to
+    /// catch events the feed dropped (0: never).
+    #[arg(long, default_value_t = 96, value_name = "N")]
+    pub reconcile_every: u64,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 15m, 1h, 30s)"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err("the interval must be at least 1s".into());
+    }
+    Ok(d)
 }
 
 #[derive(Args, Debug)]

@@ -1,4 +1,5 @@
-//! `strata ingest`: one backup pass of a directory.
+//! `strata ingest`: one backup pass, one cycle of continuous ingest
+//! (`--once`), or continuous protection (`--continuous`).
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -6,10 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use strata_store::ingest::{ingest, IngestOptions, IngestProgress};
+use strata_store::changes::files::FileFeed;
+use strata_store::changes::ChangeFeed;
+use strata_store::continuous::{Continuous, CycleOptions, CycleSummary, SystemClock};
+use strata_store::ingest::{ingest, IngestOptions, IngestProgress, IngestSummary};
 use strata_store::source::local::LocalSource;
 use strata_store::source::s3::S3Source;
 use strata_store::source::Source;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::{fmt_bytes, fmt_time, now_ms_ns, open, parse_time, print_json, show_progress};
 use crate::cli::{Global, IngestArgs};
@@ -43,8 +48,120 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
             .transpose()?,
         ..Default::default()
     };
+    if a.continuous || a.once || a.changes.is_some() {
+        return run_cycles(g, &a, &repo, source, s3_source.as_deref(), opts).await;
+    }
     let progress = Arc::new(IngestProgress::default());
-    let bar = show_progress(g).then(|| {
+    let bar = progress_bar(g, &progress);
+    let summary = ingest(&repo, source, &opts, progress).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let s = summary?;
+    report(g, &repo, s3_source.as_deref(), &s, None)?;
+    Ok(exit_code(&s))
+}
+
+/// Continuous ingest: one cycle (`--once`, or `--changes` alone) or a
+/// cycle every interval until a signal.
+async fn run_cycles(
+    g: &Global,
+    a: &IngestArgs,
+    repo: &strata_store::repo::Repository,
+    source: Arc<dyn Source>,
+    s3_source: Option<&S3Source>,
+    opts: IngestOptions,
+) -> Result<ExitCode> {
+    let feed: Option<Arc<dyn ChangeFeed>> = match &a.changes {
+        Some(f) if f.starts_with("s3://") => {
+            let path_style = g.path_style.unwrap_or(g.endpoint_url.is_some());
+            Some(Arc::new(
+                FileFeed::bucket(f, g.endpoint_url.as_deref(), path_style).await?,
+            ))
+        }
+        Some(f) => Some(Arc::new(FileFeed::dir(
+            f.strip_prefix("file://").unwrap_or(f),
+        ))),
+        None => None,
+    };
+    let cycle_opts = CycleOptions {
+        interval_ns: i64::try_from(a.interval.as_nanos()).unwrap_or(i64::MAX),
+        reconcile_every: a.reconcile_every,
+        ingest: opts,
+    };
+    let mut cont = Continuous::new(repo, source, feed, Arc::new(SystemClock), cycle_opts);
+    if !a.continuous {
+        let progress = Arc::new(IngestProgress::default());
+        let bar = progress_bar(g, &progress);
+        let summary = cont.cycle(progress).await;
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let c = summary?;
+        report(g, repo, s3_source, &c.ingest, Some(&c))?;
+        return Ok(exit_code(&c.ingest));
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL (the pass resumes)");
+            return;
+        };
+        for n in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                eprintln!(
+                    "strata: stopping after the cycle under way commits (signal again to stop now)"
+                );
+                let _ = stop_tx.send(true);
+            } else {
+                eprintln!("strata: stopped; the next run resumes from the packs already uploaded");
+                std::process::exit(130);
+            }
+        }
+    });
+    let mut partial = false;
+    let mut failure = None;
+    let cycles = cont
+        .run(
+            stop_rx,
+            |c| {
+                partial |= !c.ingest.errors.is_empty();
+                if let Err(e) = report(g, repo, s3_source, &c.ingest, Some(c)) {
+                    failure.get_or_insert(e);
+                }
+            },
+            Arc::new(IngestProgress::default()),
+        )
+        .await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    tracing::info!(cycles, "continuous ingest stopped");
+    Ok(if partial {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn exit_code(s: &IngestSummary) -> ExitCode {
+    if s.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+fn progress_bar(g: &Global, progress: &Arc<IngestProgress>) -> Option<indicatif::ProgressBar> {
+    show_progress(g).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -66,22 +183,29 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
             }
         });
         bar
-    });
-    let summary = ingest(&repo, source, &opts, progress).await;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let s = summary?;
-    let source_requests: Vec<(&str, u64)> = s3_source
-        .as_ref()
-        .map(|s| s.requests.snapshot())
-        .unwrap_or_default();
+    })
+}
+
+/// Prints what a pass (or a cycle) did: human lines, or one JSON document
+/// (one JSON line per cycle in continuous mode).
+fn report(
+    g: &Global,
+    repo: &strata_store::repo::Repository,
+    s3_source: Option<&S3Source>,
+    s: &IngestSummary,
+    cycle: Option<&CycleSummary>,
+) -> Result<()> {
+    let source_requests: Vec<(&str, u64)> =
+        s3_source.map(|s| s.requests.snapshot()).unwrap_or_default();
     let vault_requests = repo.backend().request_counts();
     let vault_total: u64 = vault_requests.iter().map(|(_, n)| n).sum();
     let per_object = (!vault_requests.is_empty() && s.objects > 0)
         .then(|| vault_total as f64 / s.objects as f64);
     if g.json {
-        let mut v = serde_json::to_value(&s)?;
+        let mut v = match cycle {
+            Some(c) => serde_json::to_value(c)?,
+            None => serde_json::to_value(s)?,
+        };
         v["source_requests"] = serde_json::json!(source_requests
             .iter()
             .cloned()
@@ -91,9 +215,35 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
             .cloned()
             .collect::<std::collections::BTreeMap<_, _>>());
         v["vault_requests_per_object"] = serde_json::json!(per_object);
-        print_json(&v)?;
+        if cycle.is_some() {
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            print_json(&v)?;
+        }
     } else {
         println!("point #{} at {}", s.seq, fmt_time(s.time_ns));
+        if let Some(c) = cycle {
+            match &c.feed_position {
+                Some(pos) if c.mode == "changes" => println!(
+                    "  from the change feed: {} events naming {} keys{}, read to {pos}",
+                    c.events,
+                    c.changed_keys,
+                    if c.ignored_events > 0 {
+                        format!(
+                            " ({} events for other buckets or prefixes ignored)",
+                            c.ignored_events
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                Some(pos) => println!(
+                    "  full listing diff (baseline or reconciliation); feed read to {}",
+                    if pos.is_empty() { "(empty feed)" } else { pos }
+                ),
+                None => println!("  full listing diff"),
+            }
+        }
         println!(
             "  objects {} ({}), changed {}, deleted {}, unchanged {}",
             s.objects,
@@ -150,9 +300,5 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
             eprintln!("strata: not backed up: {e}");
         }
     }
-    Ok(if s.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    Ok(())
 }

@@ -26,7 +26,7 @@ pub async fn run(g: &Global) -> Result<ExitCode> {
         }));
         if !g.json {
             println!(
-                "#{:<5} {}  {:>9} objects {:>11}  +{} ~changed -{} deleted  {}",
+                "#{:<5} {}  {:>9} objects {:>11}  {} changed, {} deleted  {}",
                 p.seq,
                 fmt_time(p.time_ns),
                 p.stats.objects,
