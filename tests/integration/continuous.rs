@@ -393,3 +393,74 @@ fn cli_continuous_records_points_until_sigint() {
     let points = env.json(&["snapshots"]);
     assert_eq!(points.as_array().unwrap().len(), lines.len());
 }
+
+fn dir_bytes(root: &Path) -> u64 {
+    list_files(root)
+        .iter()
+        .map(|k| std::fs::metadata(root.join(k)).unwrap().len())
+        .sum()
+}
+
+/// Bytes the vault grew by for a cycle after `changes` changes.
+async fn bytes_for_changes(n_objects: usize, changes: &[usize]) -> Vec<u64> {
+    let env = Env::new();
+    let repo = local_repo(&env).await;
+    let bucket = SimBucket::new("b");
+    let feed_dir = env.path("feed");
+    let clock = SimClock::at(DAY_START);
+    let mut rng = Rng::new(n_objects as u64);
+    for i in 0..n_objects {
+        bucket.put(&format!("t/{i:07}"), body(&mut rng, 400), DAY_START - MIN);
+    }
+    write_batch(&feed_dir, "0000", &bucket.take_events());
+    let feed: Arc<dyn ChangeFeed> = Arc::new(FileFeed::dir(&feed_dir));
+    let opts = CycleOptions {
+        reconcile_every: 0,
+        ..Default::default()
+    };
+    let mut cont = Continuous::new(&repo, bucket.clone(), Some(feed), clock.clone(), opts);
+    let progress = Arc::new(IngestProgress::default());
+    let s = cont.cycle(progress.clone()).await.unwrap();
+    assert_eq!(s.ingest.objects, n_objects as u64);
+    let mut out = Vec::new();
+    for (round, &n) in changes.iter().enumerate() {
+        let t = DAY_START + (round as i64 + 1) * 15 * MIN;
+        for j in 0..n {
+            let key = format!("t/{:07}", rng.below(n_objects as u64));
+            match j % 4 {
+                3 => bucket.delete(&key, t - MIN),
+                _ => bucket.put(&key, body(&mut rng, 400), t - MIN),
+            }
+        }
+        write_batch(&feed_dir, &format!("{:04}", round + 1), &bucket.take_events());
+        clock.set(t);
+        let before = dir_bytes(&env.vault());
+        let s = cont.cycle(progress.clone()).await.unwrap();
+        assert_eq!(s.mode, "changes");
+        assert_eq!(s.ingest.objects, bucket.keys().len() as u64);
+        out.push(dir_bytes(&env.vault()) - before);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_points_cost_follows_its_changes_not_the_bucket() {
+    let small = bytes_for_changes(10_000, &[100]).await;
+    let big = bytes_for_changes(100_000, &[100, 1_000]).await;
+    eprintln!("bytes written: 10^4 objects, 100 changes: {small:?}; 10^5 objects, 100 and 1,000 changes: {big:?}");
+    assert!(
+        big[0] < small[0] * 2,
+        "100 changes cost {} bytes in a 10^5 bucket, {} in a 10^4 one",
+        big[0],
+        small[0]
+    );
+    assert!(
+        big[1] > big[0] * 4,
+        "1,000 changes ({}) should cost well over 100 ({})",
+        big[1],
+        big[0]
+    );
+    // 100 changes of objects under 400 bytes: their data and metadata,
+    // not a restatement of 10^5 entries.
+    assert!(big[0] < 200 << 10, "{} bytes for 100 changes", big[0]);
+}
