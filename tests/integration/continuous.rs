@@ -432,7 +432,11 @@ async fn bytes_for_changes(n_objects: usize, changes: &[usize]) -> Vec<u64> {
                 _ => bucket.put(&key, body(&mut rng, 400), t - MIN),
             }
         }
-        write_batch(&feed_dir, &format!("{:04}", round + 1), &bucket.take_events());
+        write_batch(
+            &feed_dir,
+            &format!("{:04}", round + 1),
+            &bucket.take_events(),
+        );
         clock.set(t);
         let before = dir_bytes(&env.vault());
         let s = cont.cycle(progress.clone()).await.unwrap();

@@ -455,3 +455,173 @@ async fn two_writers_racing_for_names_leave_exactly_one_winner_on_ministack() {
     }
     conformance::run_all(&connect("conformance").await.unwrap()).await;
 }
+
+/// Continuous ingest from a versioned bucket, with the change feed as
+/// EventBridge batch files under another bucket's prefix.
+#[tokio::test]
+async fn change_feed_from_a_bucket_prefix_drives_points_of_a_versioned_source() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use strata_store::changes::{eventbridge::to_json, ChangeEvent, ChangeKind};
+    require_s3!();
+    let client = s3_client().await;
+    let source = new_bucket(&client, false).await;
+    client
+        .put_bucket_versioning()
+        .bucket(&source)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let feed = new_bucket(&client, false).await;
+    let sequencer = std::cell::Cell::new(0u64);
+    let next_sequencer = || {
+        sequencer.set(sequencer.get() + 1);
+        format!("{:012X}", sequencer.get())
+    };
+    let mut events: Vec<ChangeEvent> = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
+    let put = |key: String, body: Vec<u8>| {
+        let (c, b) = (client.clone(), source.clone());
+        let seq = next_sequencer();
+        async move {
+            let out = c
+                .put_object()
+                .bucket(&b)
+                .key(&key)
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .unwrap();
+            ChangeEvent {
+                bucket: b,
+                key,
+                kind: ChangeKind::Created,
+                size: Some(body.len() as u64),
+                etag: out.e_tag().unwrap_or_default().trim_matches('"').into(),
+                version_id: out.version_id().unwrap_or_default().into(),
+                sequencer: seq,
+                time_ns: 0,
+            }
+        }
+    };
+    let mut rng = Rng::new(44);
+    for i in 0..40 {
+        let len = rng.below(5000) as usize;
+        let body = rng.bytes(len, true);
+        let key = format!("tenant/{}/doc-{i}.json", i % 4);
+        expected.insert(key.clone(), body.clone());
+        events.push(put(key, body).await);
+    }
+    let write_batch = |name: &str, events: &[ChangeEvent]| {
+        let body: String = events.iter().map(|e| format!("{}\n", to_json(e))).collect();
+        let (c, b, name) = (client.clone(), feed.clone(), format!("events/{name}"));
+        async move {
+            c.put_object()
+                .bucket(&b)
+                .key(name)
+                .body(ByteStream::from(body.into_bytes()))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    write_batch("2026/11/27/10/batch-0", &events).await;
+
+    let vault = new_bucket(&client, true).await;
+    let env = s3_env(&vault);
+    env.ok(&["init", "--lock-mode", "governance", "--retention-days", "1"]);
+    let src_url = format!("s3://{source}/");
+    let feed_url = format!("s3://{feed}/events/");
+    let once = ["ingest", &src_url, "--once", "--changes", &feed_url];
+    let c = env.json(&once);
+    assert_eq!(
+        (c["mode"].as_str(), c["objects"].as_u64()),
+        (Some("listing"), Some(40)),
+        "{c}"
+    );
+    let state_0 = expected.clone();
+
+    // Overwrite 3, delete 2, create 2; plus a duplicate, an event of
+    // another bucket and a late event of a superseded version.
+    let mut batch = Vec::new();
+    for i in [1, 2, 3] {
+        let key = format!("tenant/{}/doc-{i}.json", i % 4);
+        let body = format!("version two of {i}").into_bytes();
+        expected.insert(key.clone(), body.clone());
+        batch.push(put(key, body).await);
+    }
+    batch.push(batch[0].clone());
+    batch.insert(0, events[1].clone());
+    for i in [10, 11] {
+        let key = format!("tenant/{}/doc-{i}.json", i % 4);
+        client
+            .delete_object()
+            .bucket(&source)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        expected.remove(&key);
+        batch.push(ChangeEvent {
+            bucket: source.clone(),
+            key,
+            kind: ChangeKind::Deleted,
+            size: None,
+            etag: String::new(),
+            version_id: String::new(),
+            sequencer: next_sequencer(),
+            time_ns: 0,
+        });
+    }
+    for i in [100, 101] {
+        let key = format!("new/{i}.bin");
+        let body = rng.bytes(70_000, false);
+        expected.insert(key.clone(), body.clone());
+        batch.push(put(key, body).await);
+    }
+    let mut foreign = batch[2].clone();
+    foreign.bucket = "someone-elses-bucket".into();
+    batch.push(foreign);
+    write_batch("2026/11/27/10/batch-1", &batch).await;
+
+    let c = env.json(&once);
+    assert_eq!(c["mode"], "changes", "{c}");
+    assert_eq!(c["changed_keys"], 7, "{c}");
+    assert_eq!(c["ignored_events"], 1, "{c}");
+    assert_eq!(
+        (c["changed"].as_u64(), c["deleted"].as_u64()),
+        (Some(5), Some(2)),
+        "{c}"
+    );
+    assert_eq!(c["objects"], 40, "{c}");
+    assert_eq!(c["feed_position"], "2026/11/27/10/batch-1");
+
+    // Both points restore to buckets byte for byte.
+    for (at, state) in [("#0", &state_0), ("#1", &expected)] {
+        let target = new_bucket(&client, false).await;
+        env.ok(&["restore", "--at", at, "--to", &format!("s3://{target}/")]);
+        let mut got = std::collections::BTreeMap::new();
+        for key in state.keys() {
+            let o = client
+                .get_object()
+                .bucket(&target)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            got.insert(key.clone(), o.body.collect().await.unwrap().to_vec());
+        }
+        assert!(&got == state, "restore of {at} differs");
+        let listed = client
+            .list_objects_v2()
+            .bucket(&target)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(listed.contents().len(), state.len(), "{at}: extra objects");
+    }
+}
