@@ -8,6 +8,7 @@ mod continuous;
 mod crash;
 mod damage;
 mod dedup;
+mod mount;
 mod password;
 mod roundtrip;
 mod s3;

@@ -80,6 +80,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Restore a point in time (or a prefix of it) into a directory.
     Restore(RestoreArgs),
+    /// Show a point in time as a read-only filesystem (FUSE) until Ctrl-C.
+    Mount(MountArgs),
     /// Check the vault: structure, and with --read-data every blob.
     Verify(VerifyArgs),
     /// Show a vault object in readable form.
@@ -211,6 +213,19 @@ pub struct RestoreArgs {
     /// Objects restored at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Where to mount (an existing, empty directory).
+    pub mountpoint: PathBuf,
+    /// The point (see `ls --at`).
+    #[arg(long, default_value = "latest")]
+    pub at: String,
+    /// Let other users read the mount (needs user_allow_other in
+    /// /etc/fuse.conf when not root).
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 #[derive(Args, Debug)]

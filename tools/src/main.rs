@@ -51,7 +51,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn init_logging(g: &cli::Global) {
     use tracing_subscriber::EnvFilter;
     let default = match g.verbose {
-        0 => "warn",
+        0 => "warn,fuser=error",
         1 => "info",
         _ => "debug",
     };

@@ -177,9 +177,22 @@ impl<'r> StateCursor<'r> {
         at: u64,
         prefix: &str,
     ) -> Result<StateCursor<'r>> {
+        Self::starting_at(repo, runs, at, prefix, prefix).await
+    }
+
+    /// Like [`StateCursor::new`], but starting at the first key >= `start`
+    /// (which must sort at or after `prefix`) and still ending with the
+    /// last key under `prefix`.
+    pub async fn starting_at(
+        repo: &'r Repository,
+        runs: &[RunDescriptor],
+        at: u64,
+        start: &str,
+        prefix: &str,
+    ) -> Result<StateCursor<'r>> {
         let mut rs = Vec::new();
         for run in runs.iter().filter(|r| r.min_seq <= at) {
-            let cursor = RunCursor::seek(repo, run, prefix, u64::MAX).await?;
+            let cursor = RunCursor::seek(repo, run, start, u64::MAX).await?;
             rs.push(RunAt {
                 cursor,
                 at,

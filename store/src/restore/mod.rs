@@ -7,6 +7,7 @@
 //! directories (never followed symlinks), so nothing is written outside
 //! the target root whatever the keys contain.
 
+pub mod browse;
 pub mod path;
 
 use std::io::Write;

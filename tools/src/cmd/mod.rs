@@ -8,6 +8,7 @@ mod init;
 mod inspect;
 mod key;
 mod ls;
+mod mount;
 mod restore;
 mod snapshots;
 mod verify;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cat(a) => cat::run(&g, a).await,
         Command::Diff(a) => diff::run(&g, a).await,
         Command::Restore(a) => restore::run(&g, a).await,
+        Command::Mount(a) => mount::run(&g, a).await,
         Command::Verify(a) => verify::run(&g, a).await,
         Command::Inspect(a) => inspect::run(&g, a).await,
         Command::Key(k) => key::run(&g, k).await,
