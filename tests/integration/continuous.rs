@@ -468,3 +468,129 @@ async fn a_points_cost_follows_its_changes_not_the_bucket() {
     // not a restatement of 10^5 entries.
     assert!(big[0] < 200 << 10, "{} bytes for 100 changes", big[0]);
 }
+
+/// The change feed from an SQS queue on the local emulator (ministack,
+/// started by scripts/s3-server): messages are deleted only after the
+/// point is committed, and unacknowledged ones come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queue_feed_is_acknowledged_only_after_the_commit() {
+    use strata_store::changes::eventbridge::to_json;
+    use strata_store::changes::sqs::SqsFeed;
+    let Ok(url) = std::env::var("STRATA_TEST_MINISTACK_URL") else {
+        eprintln!("skipped: STRATA_TEST_MINISTACK_URL is not set (scripts/s3-server start)");
+        return;
+    };
+    let conf = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .endpoint_url(&url)
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        .build();
+    let sqs = aws_sdk_sqs::Client::from_conf(conf);
+    let name = format!(
+        "strata-changes-{}",
+        Rng::new(std::process::id() as u64).next_u64() % 1_000_000
+    );
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let send = |bodies: Vec<String>| {
+        let (sqs, queue) = (sqs.clone(), queue.clone());
+        async move {
+            for b in bodies {
+                sqs.send_message()
+                    .queue_url(&queue)
+                    .message_body(b)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+
+    let env = Env::new();
+    let repo = local_repo(&env).await;
+    let bucket = SimBucket::new("app-bucket");
+    let clock = SimClock::at(DAY_START);
+    for i in 0..20 {
+        bucket.put(&format!("k{i:02}"), vec![i; 50], DAY_START - MIN);
+    }
+    send(
+        bucket
+            .take_events()
+            .iter()
+            .map(|e| to_json(e).to_string())
+            .collect(),
+    )
+    .await;
+    let feed = || async {
+        Arc::new(
+            SqsFeed::connect(&queue, Some(&url))
+                .await
+                .unwrap()
+                .with_visibility(std::time::Duration::from_secs(1)),
+        ) as Arc<dyn ChangeFeed>
+    };
+    let mut cont = Continuous::new(
+        &repo,
+        bucket.clone(),
+        Some(feed().await),
+        clock.clone(),
+        CycleOptions::default(),
+    );
+    let progress = Arc::new(IngestProgress::default());
+    let s = cont.cycle(progress.clone()).await.unwrap();
+    assert_eq!((s.mode, s.ingest.objects, s.events), ("listing", 20, 20));
+
+    // Changes: single events, one message holding an array, a duplicate,
+    // a malformed message.
+    bucket.put("k01", b"new one".to_vec(), DAY_START + MIN);
+    bucket.delete("k02", DAY_START + 2 * MIN);
+    bucket.put("k99", b"brand new".to_vec(), DAY_START + 3 * MIN);
+    let events = bucket.take_events();
+    let array = serde_json::Value::Array(events[1..].iter().map(to_json).collect());
+    send(vec![
+        to_json(&events[0]).to_string(),
+        array.to_string(),
+        to_json(&events[0]).to_string(),
+        "{not an event".into(),
+    ])
+    .await;
+
+    // A reader that crashes before committing: its messages come back.
+    let crashed = feed().await;
+    let (seen, _) = crashed.read(None).await.unwrap();
+    assert_eq!(seen.len(), 4);
+    drop(crashed);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    clock.set(DAY_START + 15 * MIN);
+    let s = cont.cycle(progress.clone()).await.unwrap();
+    assert_eq!(s.mode, "changes");
+    assert_eq!((s.events, s.changed_keys), (4, 3));
+    assert_eq!(
+        (s.ingest.changed, s.ingest.deleted, s.ingest.objects),
+        (2, 1, 20)
+    );
+    let (p, _) = repo.latest_point().await.unwrap().unwrap();
+    assert_eq!(listed_at(&repo, &p).await, bucket.keys());
+
+    // Acknowledged: nothing comes back after the visibility timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let left = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert!(left.messages().is_empty(), "{:?}", left.messages());
+}

@@ -143,8 +143,9 @@ pub struct IngestArgs {
     #[arg(long, default_value = "15m", value_parser = parse_interval)]
     pub interval: std::time::Duration,
     /// Change feed naming the keys that changed: a directory or
-    /// s3://bucket/prefix of EventBridge event batch files. Without it,
-    /// each cycle diffs a full listing against the last point.
+    /// s3://bucket/prefix of EventBridge event batch files, or the URL of
+    /// an SQS queue EventBridge delivers S3 events to. Without it, each
+    /// cycle diffs a full listing against the last point.
     #[arg(long, value_name = "FEED")]
     pub changes: Option<String>,
     /// With --changes, every N-th cycle diffs a full listing instead, to

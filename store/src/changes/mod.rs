@@ -11,12 +11,13 @@
 //!
 //! Feeds: [`eventbridge`] parses S3's EventBridge events; [`files`] reads
 //! batches of them from a directory or a bucket prefix (as a delivery
-//! stream writes them). Without a feed, the ingest diffs a full listing
+//! stream writes them); [`sqs`] receives them from a queue. Without a feed, the ingest diffs a full listing
 //! against the last point, which doubles as reconciliation for dropped
 //! events.
 
 pub mod eventbridge;
 pub mod files;
+pub mod sqs;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use strata_store::changes::files::FileFeed;
+use strata_store::changes::sqs::SqsFeed;
 use strata_store::changes::ChangeFeed;
 use strata_store::continuous::{Continuous, CycleOptions, CycleSummary, SystemClock};
 use strata_store::ingest::{ingest, IngestOptions, IngestProgress, IngestSummary};
@@ -78,6 +79,9 @@ async fn run_cycles(
             Some(Arc::new(
                 FileFeed::bucket(f, g.endpoint_url.as_deref(), path_style).await?,
             ))
+        }
+        Some(f) if f.starts_with("https://") || f.starts_with("http://") => {
+            Some(Arc::new(SqsFeed::connect(f, None).await?))
         }
         Some(f) => Some(Arc::new(FileFeed::dir(
             f.strip_prefix("file://").unwrap_or(f),
