@@ -6,6 +6,7 @@
 //! Implementations: [`local::LocalBackend`] (a directory), and
 //! [`memory::MemoryBackend`] (tests).
 
+pub mod counting;
 pub mod local;
 pub mod memory;
 pub mod s3;

@@ -369,12 +369,19 @@ impl Repository {
         Ok(key)
     }
 
-    /// Reads, authenticates and re-hashes one blob.
+    /// Reads, authenticates and re-hashes one blob. A blob the local index
+    /// cache does not know yet (segments written since it was loaded)
+    /// brings it up to date first.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let entry = self
-            .index()
-            .lookup(id)
-            .ok_or_else(|| Error::not_found(format!("blob {id} is not in the index")))?;
+        let entry = match self.index().lookup(id) {
+            Some(e) => e,
+            None => {
+                self.refresh_index(false).await?;
+                self.index()
+                    .lookup(id)
+                    .ok_or_else(|| Error::not_found(format!("blob {id} is not in the index")))?
+            }
+        };
         let key = self.pack_key(&entry.pack).await?;
         let name = pack_name(&entry.pack);
         let end = entry.offset + u64::from(entry.stored_len);

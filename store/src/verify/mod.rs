@@ -2,7 +2,8 @@
 //!
 //! Structure: every point decodes and authenticates, the chain of points
 //! is unbroken (sequence numbers contiguous, each `prev` the hash of the
-//! one before, times monotonic), every run page of every point decodes and
+//! one before, times monotonic), every change-feed checkpoint
+//! authenticates, every run page of every point decodes and
 //! hashes to its name, every index segment decodes, every blob an entry
 //! references is in the index, every indexed pack exists with a trailer
 //! that authenticates and agrees with the index. Data (`read_data`): every
@@ -76,6 +77,14 @@ impl VerifyReport {
         self.problems.iter().all(|p| p.severity < Severity::Damage)
     }
 
+    fn notice(&mut self, object: impl Into<String>, message: impl std::fmt::Display) {
+        self.problems.push(Problem {
+            severity: Severity::Notice,
+            object: object.into(),
+            message: message.to_string(),
+        });
+    }
+
     fn damage(&mut self, object: impl Into<String>, message: impl std::fmt::Display) {
         self.problems.push(Problem {
             severity: Severity::Damage,
@@ -85,10 +94,40 @@ impl VerifyReport {
     }
 }
 
+/// Every change-feed checkpoint authenticates, names its own point, and
+/// follows a point that exists. A damaged checkpoint loses no data (the
+/// next cycle replays the feed from an older one), so it is a notice.
+async fn check_checkpoints(
+    repo: &Repository,
+    points: u64,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    for l in repo.backend().list("checkpoints/").await? {
+        let Some(seq) = crate::manifest::checkpoint::Checkpoint::seq_from_name(&l.name) else {
+            report.notice(&l.name, "not a checkpoint name");
+            continue;
+        };
+        match repo.load_checkpoint(seq).await {
+            Ok(Some(_)) if seq < points => {}
+            Ok(Some(_)) => report.notice(
+                &l.name,
+                format!("follows point {seq}, which does not exist"),
+            ),
+            Ok(None) => {}
+            Err(e) => report.notice(
+                &l.name,
+                format!("{e}; continuous ingest will re-read its feed from an earlier checkpoint"),
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Checks the vault.
 pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let points = check_points(repo, &mut report).await?;
+    check_checkpoints(repo, points.len() as u64, &mut report).await?;
 
     // Index: every segment, then the local cache from the vault.
     let mut index: HashMap<BlobId, IndexEntry> = HashMap::new();
@@ -160,11 +199,10 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
         .filter_map(|l| pack_id_from_name(&l.name))
         .collect();
     for pack in listed.iter().filter(|p| !by_pack.contains_key(p)) {
-        report.problems.push(Problem {
-            severity: Severity::Notice,
-            object: pack_name(pack),
-            message: "pack not in any index segment (left by an interrupted ingest; the next ingest indexes it)".into(),
-        });
+        report.notice(
+            pack_name(pack),
+            "pack not in any index segment (left by an interrupted ingest; the next ingest indexes it)",
+        );
     }
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
