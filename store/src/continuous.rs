@@ -160,7 +160,11 @@ impl<'r> Continuous<'r> {
             None => ("listing", 0, 0),
         };
         let changed_keys = opts.changes.as_ref().map_or(0, |c| c.len() as u64);
-        opts.time_ns = Some(self.clock.now_ns());
+        // The source's clock where it has one (an S3 server's Date).
+        opts.time_ns = Some(match self.source.clock_ns().await? {
+            Some(t) => t,
+            None => self.clock.now_ns(),
+        });
         let summary = ingest(self.repo, self.source.clone(), &opts, progress).await?;
         let mut feed_position = None;
         if let (Some((name, next, _)), Some(feed)) = (read, &self.feed) {

@@ -599,6 +599,8 @@ async fn change_feed_from_a_bucket_prefix_drives_points_of_a_versioned_source() 
     );
     assert_eq!(c["objects"], 40, "{c}");
     assert_eq!(c["feed_position"], "2026/11/27/10/batch-1");
+    // Stamped by the server's clock (its Date header has whole seconds).
+    assert_eq!(c["time_ns"].as_i64().unwrap() % 1_000_000_000, 0, "{c}");
 
     // Both points restore to buckets byte for byte.
     for (at, state) in [("#0", &state_0), ("#1", &expected)] {

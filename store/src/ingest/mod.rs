@@ -39,8 +39,8 @@ use packer::Packer;
 pub struct IngestOptions {
     /// Blocking workers reading and encoding objects (default: CPU count).
     pub workers: Option<usize>,
-    /// Time to stamp the point with, ns since the epoch (default: the time
-    /// the source listing finished).
+    /// Time to stamp the point with, ns since the epoch (default: the
+    /// source's clock, else the host's, when the listing finished).
     pub time_ns: Option<i64>,
     /// Override the vault's pack target size (bytes).
     pub pack_target_size: Option<u32>,
@@ -160,11 +160,15 @@ pub async fn ingest(
             (listing, skipped)
         }
     };
-    // The state was observed from now on; events carry the source's own
-    // clock, so a point never predates a change it holds.
-    let time_ns = opts
-        .time_ns
-        .unwrap_or_else(now_ns)
+    // The state is observed from now on, by the source's clock where it
+    // has one (an S3 server's Date), else the host's; events carry the
+    // source's clock too, so a point never predates a change it holds.
+    // Whole milliseconds, as times print.
+    let observed = match opts.time_ns {
+        Some(t) => t,
+        None => source.clock_ns().await?.unwrap_or_else(now_ns),
+    };
+    let time_ns = (observed - observed.rem_euclid(1_000_000))
         .max(opts.changes.as_ref().map_or(0, |c| c.newest_ns));
 
     let workers = opts

@@ -51,6 +51,13 @@ pub trait Source: Send + Sync + 'static {
     /// The object's current listing data, to detect a change during the
     /// read; `None` when it is gone.
     fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>>;
+    /// The source's own clock, ns since the epoch, read now (an S3
+    /// server's `Date`), so a point is stamped with the time its state was
+    /// observed even when the ingest host's clock is off. `None`: use the
+    /// host's clock.
+    async fn clock_ns(&self) -> Result<Option<i64>> {
+        Ok(None)
+    }
     /// The source-relative key a change event in `bucket` names, or
     /// `None` when the event is not about this source. A directory takes
     /// event keys as relative paths.

@@ -11,7 +11,8 @@
 //! disposition and language, storage class, user metadata and tags.
 
 use std::io::Read;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use aws_sdk_s3::types::BucketVersioningStatus;
 use aws_sdk_s3::Client;
@@ -27,8 +28,36 @@ pub struct S3Source {
     prefix: String,
     versioned: bool,
     handle: tokio::runtime::Handle,
+    /// The `Date` of the latest response, ns since the epoch (0: none yet).
+    server_date: Arc<AtomicI64>,
     /// Requests made to the source, by kind.
     pub requests: RequestCounts,
+}
+
+/// Records the `Date` header of every response: the server's clock.
+#[derive(Debug)]
+struct ServerDate(Arc<AtomicI64>);
+
+impl aws_sdk_s3::config::Intercept for ServerDate {
+    fn name(&self) -> &'static str {
+        "ServerDate"
+    }
+
+    fn read_after_transmit(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let date = ctx.response().headers().get("date").and_then(|d| {
+            aws_smithy_types::DateTime::from_str(d, aws_smithy_types::date_time::Format::HttpDate)
+                .ok()
+        });
+        if let Some(d) = date {
+            self.0.store(ns(Some(&d)), Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 fn ns(t: Option<&aws_sdk_s3::primitives::DateTime>) -> i64 {
@@ -43,7 +72,15 @@ impl S3Source {
     /// Connects to `s3://bucket/prefix`.
     pub async fn connect(url: &str, endpoint_url: Option<&str>, path_style: bool) -> Result<Self> {
         let o = crate::backend::s3::S3Options::from_url(url)?;
+        let server_date = Arc::new(AtomicI64::new(0));
         let client = client(endpoint_url, path_style).await;
+        let client = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(ServerDate(server_date.clone()))
+                .build(),
+        );
         let v = client
             .get_bucket_versioning()
             .bucket(&o.bucket)
@@ -56,6 +93,7 @@ impl S3Source {
             bucket: o.bucket,
             prefix: o.prefix,
             handle: tokio::runtime::Handle::current(),
+            server_date,
             requests: RequestCounts::default(),
         })
     }
@@ -224,6 +262,18 @@ impl Source for S3Source {
             self.handle.clone(),
         );
         Ok((Box::new(body), meta))
+    }
+
+    async fn clock_ns(&self) -> Result<Option<i64>> {
+        self.requests.head.fetch_add(1, Ordering::Relaxed);
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| map_err(e, &format!("source bucket {}", self.bucket)))?;
+        let t = self.server_date.load(Ordering::Relaxed);
+        Ok((t > 0).then_some(t))
     }
 
     fn key_for_event(&self, bucket: &str, key: &str) -> Option<String> {

@@ -17,7 +17,7 @@ use strata_store::source::s3::S3Source;
 use strata_store::source::Source;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{fmt_bytes, fmt_time, now_ms_ns, open, parse_time, print_json, show_progress};
+use super::{fmt_bytes, fmt_time, open, parse_time, print_json, show_progress};
 use crate::cli::{Global, IngestArgs};
 
 pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
@@ -36,10 +36,7 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
     };
     let opts = IngestOptions {
         workers: a.workers,
-        time_ns: Some(match &a.time {
-            Some(t) => parse_time(t)?,
-            None => now_ms_ns(),
-        }),
+        time_ns: a.time.as_deref().map(parse_time).transpose()?,
         pack_target_size: a
             .pack_size
             .map(|s| {

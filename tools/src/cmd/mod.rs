@@ -17,7 +17,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use strata_store::backend::local::LocalBackend;
@@ -190,14 +190,6 @@ pub fn fmt_time(ns: i64) -> String {
         UNIX_EPOCH
     };
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Now, truncated to milliseconds (so the displayed time selects the point).
-pub fn now_ms_ns() -> i64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 1_000_000) * 1_000_000
 }
 
 /// Human-readable byte counts.
