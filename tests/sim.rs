@@ -4,7 +4,7 @@
 //! seconds and know the exact state at every instant.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,8 +55,47 @@ pub struct SimObject {
     pub mtime_ns: i64,
 }
 
+/// A failure injected into reads of one key.
+#[derive(Clone, Copy, Debug)]
+pub enum ReadFault {
+    /// The body ends (EOF) after this many bytes.
+    Truncate(usize),
+    /// The connection resets after this many bytes.
+    Reset(usize),
+}
+
+/// Yields `data`, then EOF or a reset where the fault says.
+struct FaultyReader {
+    data: Cursor<Vec<u8>>,
+    fault: Option<ReadFault>,
+}
+
+impl Read for FaultyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at = self.data.position() as usize;
+        let limit = match self.fault {
+            Some(ReadFault::Truncate(n) | ReadFault::Reset(n)) => n,
+            None => usize::MAX,
+        };
+        if at >= limit {
+            return match self.fault {
+                Some(ReadFault::Reset(_)) => Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer (injected)",
+                )),
+                _ => Ok(0),
+            };
+        }
+        let n = buf.len().min(limit - at);
+        self.data.read(&mut buf[..n])
+    }
+}
+
 #[derive(Default)]
 struct State {
+    faults: BTreeMap<String, (ReadFault, u32)>,
+    /// Changes applied when a key is next opened (None: a deletion).
+    on_open: BTreeMap<String, Option<Vec<u8>>>,
     objects: BTreeMap<String, SimObject>,
     versions: u64,
     sequencer: u64,
@@ -128,6 +167,21 @@ impl SimBucket {
         s.events.push(event);
     }
 
+    /// The next `times` reads of `key` fail with `fault`.
+    pub fn fail_reads(&self, key: &str, fault: ReadFault, times: u32) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .insert(key.into(), (fault, times));
+    }
+
+    /// When `key` is next opened, it is first overwritten with `data` (or
+    /// deleted when `None`): a change between listing and GET.
+    pub fn change_on_open(&self, key: &str, data: Option<Vec<u8>>) {
+        self.state.lock().unwrap().on_open.insert(key.into(), data);
+    }
+
     /// The live keys.
     pub fn keys(&self) -> Vec<String> {
         self.state.lock().unwrap().objects.keys().cloned().collect()
@@ -183,8 +237,21 @@ impl Source for SimBucket {
         Ok((list, 0))
     }
 
-    fn open(&self, obj: &SourceObject) -> Result<(Box<dyn std::io::Read + Send>, SourceObject)> {
-        let s = self.state.lock().unwrap();
+    fn open(&self, obj: &SourceObject) -> Result<(Box<dyn Read + Send>, SourceObject)> {
+        let change = self.state.lock().unwrap().on_open.remove(&obj.key);
+        match change {
+            Some(Some(data)) => self.put(&obj.key, data, 1),
+            Some(None) => self.delete(&obj.key, 1),
+            None => {}
+        }
+        let mut s = self.state.lock().unwrap();
+        let fault = match s.faults.get_mut(&obj.key) {
+            Some((f, n)) if *n > 0 => {
+                *n -= 1;
+                Some(*f)
+            }
+            _ => None,
+        };
         let Some(o) = s.objects.get(&obj.key) else {
             return Err(Error::not_found(obj.key.clone()));
         };
@@ -195,7 +262,11 @@ impl Source for SimBucket {
                 format!("{}: precondition failed", obj.key),
             ));
         }
-        Ok((Box::new(Cursor::new(o.data.clone())), listed(&obj.key, o)))
+        let reader = FaultyReader {
+            data: Cursor::new(o.data.clone()),
+            fault,
+        };
+        Ok((Box::new(reader), listed(&obj.key, o)))
     }
 
     fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>> {

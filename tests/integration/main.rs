@@ -8,6 +8,7 @@ mod continuous;
 mod crash;
 mod damage;
 mod dedup;
+mod faults;
 mod mount;
 mod password;
 mod roundtrip;

@@ -523,8 +523,12 @@ fn check_and_store(
     }
 }
 
-/// Reads one object into packs; re-reads (up to 3 times) if it changed
-/// while being read, so the stored bytes always match the stored metadata.
+/// Reads of one object before giving up on it for this pass.
+const MAX_READS: u32 = 3;
+
+/// Reads one object into packs; re-reads (up to [`MAX_READS`] times) if it
+/// changed while being read, the read failed, or a pinned read came back
+/// short, so the stored bytes always match the stored metadata.
 fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> Result<Outcome> {
     let mut attempt = 0;
     loop {
@@ -533,7 +537,7 @@ fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> 
             Ok(r) => r,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Outcome::Vanished),
             // A failed precondition: the object changed since the listing.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 3 => {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < MAX_READS => {
                 match source.restat(&SourceObject {
                     version_id: String::new(),
                     etag: String::new(),
@@ -552,10 +556,37 @@ fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> 
             Err(e) => return Err(e),
         };
         let mut chunks = Vec::new();
-        let read = packer.chunker().for_each_chunk(reader, meta.size, |data| {
+        let read = match packer.chunker().for_each_chunk(reader, meta.size, |data| {
             chunks.push(packer.store_blob(data)?);
             Ok(())
-        })?;
+        }) {
+            Ok(n) => n,
+            // A reset connection or a failing read mid-object: read again.
+            Err(e)
+                if matches!(e.kind(), ErrorKind::Io | ErrorKind::Transient)
+                    && attempt < MAX_READS =>
+            {
+                tracing::warn!(key = %obj.key, attempt, error = %e, "read failed; reading again");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // A pinned read (version id or ETag) promised exactly `meta.size`
+        // bytes: fewer is a truncated body, never stored.
+        let pinned = !meta.version_id.is_empty() || !meta.etag.is_empty();
+        if pinned && read != meta.size {
+            if attempt < MAX_READS {
+                tracing::warn!(key = %obj.key, read, size = meta.size, "short read; reading again");
+                continue;
+            }
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "read {read} of {} bytes {MAX_READS} times (truncated bodies); not recorded",
+                    meta.size
+                ),
+            ));
+        }
         let Some(now) = source.restat(&meta)? else {
             return Ok(Outcome::Vanished);
         };
@@ -563,7 +594,7 @@ fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> 
             && now.mtime_ns == meta.mtime_ns
             && now.etag == meta.etag
             && now.size == meta.size;
-        if stable || attempt >= 3 {
+        if stable || attempt >= MAX_READS {
             if !stable {
                 tracing::warn!(key = %obj.key, "object kept changing while read; recording the last read");
             }
