@@ -102,3 +102,88 @@ async fn resets_and_truncated_bodies_are_read_again_never_stored_short() {
     assert!(s.errors.is_empty());
     assert_eq!(contents_at_latest(&repo).await, bucket.contents());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_vault_failures_are_retried_and_a_failed_pass_loses_nothing() {
+    use strata_store::backend::faults::{Fault, Faulty, Op, Rule};
+    use strata_store::ErrorKind;
+    let env = Env::new();
+    let faulty = Arc::new(Faulty::new(Arc::new(
+        LocalBackend::new(env.vault()).unwrap(),
+    )));
+    let open = OpenOptions {
+        cache_dir: Some(env.path("cache")),
+    };
+    let repo = Repository::init(
+        faulty.clone(),
+        PASSWORD.as_bytes(),
+        InitOptions::default(),
+        open,
+    )
+    .await
+    .unwrap();
+    let bucket = SimBucket::new("b");
+    let mut rng = Rng::new(8);
+    for i in 0..30 {
+        bucket.put(&format!("obj/{i:02}"), rng.bytes(100_000, false), 1);
+    }
+    let opts = IngestOptions {
+        pack_target_size: Some(256 << 10),
+        ..Default::default()
+    };
+    let rule = |op, prefix: &str, times, fault| Rule {
+        op,
+        prefix: prefix.into(),
+        skip: 0,
+        times,
+        fault,
+    };
+    let unavailable = Fault::Error(ErrorKind::Transient);
+    faulty.add(rule(Op::Put, "packs/", 3, unavailable.clone()));
+    faulty.add(rule(Op::Put, "index/", 1, unavailable.clone()));
+    faulty.add(rule(Op::Put, "runs/", 1, unavailable.clone()));
+    // The point lands but the reply is lost: the retry finds its own bytes.
+    faulty.add(rule(Op::Put, "points/", 1, Fault::ResetAfter));
+    let s = ingest(&repo, bucket.clone(), &opts, Default::default())
+        .await
+        .unwrap();
+    assert!(s.packs_written > 3);
+    assert_eq!(faulty.injected(), 6);
+    // Reads fail twice, then succeed.
+    faulty.add(rule(Op::Get, "packs/", 2, unavailable.clone()));
+    assert_eq!(contents_at_latest(&repo).await, bucket.contents());
+
+    // Pack uploads keep failing: the pass fails, commits nothing.
+    for i in 30..40 {
+        bucket.put(&format!("obj/{i:02}"), rng.bytes(100_000, false), 2);
+    }
+    faulty.add(rule(Op::Put, "packs/", u32::MAX, unavailable.clone()));
+    let before = faulty.attempted_puts.lock().unwrap().len();
+    let e = ingest(&repo, bucket.clone(), &opts, Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(e.to_string().contains("packs/"), "{e}");
+    assert_eq!(repo.list_points().await.unwrap(), [0]);
+    let failed: std::collections::HashSet<String> = faulty.attempted_puts.lock().unwrap()[before..]
+        .iter()
+        .filter(|n| n.starts_with("packs/"))
+        .cloned()
+        .collect();
+    assert!(!failed.is_empty());
+
+    // The rerun builds its packs again under fresh salts: new names.
+    faulty.clear();
+    let before = faulty.attempted_puts.lock().unwrap().len();
+    ingest(&repo, bucket.clone(), &opts, Default::default())
+        .await
+        .unwrap();
+    let rerun: Vec<String> = faulty.attempted_puts.lock().unwrap()[before..]
+        .iter()
+        .filter(|n| n.starts_with("packs/"))
+        .cloned()
+        .collect();
+    assert!(!rerun.is_empty());
+    assert!(rerun.iter().all(|n| !failed.contains(n)));
+    assert_eq!(contents_at_latest(&repo).await, bucket.contents());
+}

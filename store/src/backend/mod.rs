@@ -7,8 +7,10 @@
 //! [`memory::MemoryBackend`] (tests).
 
 pub mod counting;
+pub mod faults;
 pub mod local;
 pub mod memory;
+pub mod retry;
 pub mod s3;
 
 use std::ops::Range;

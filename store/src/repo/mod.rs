@@ -117,6 +117,14 @@ fn now_unix_s() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Every request to the vault is retried on transient failures.
+fn with_retries(backend: DynBackend) -> DynBackend {
+    Arc::new(crate::backend::retry::Retrying::new(
+        backend,
+        crate::backend::retry::RetryPolicy::default(),
+    ))
+}
+
 fn default_cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("strata");
@@ -137,6 +145,7 @@ impl Repository {
         opts: InitOptions,
         open: OpenOptions,
     ) -> Result<Self> {
+        let backend = with_retries(backend);
         if backend.head(CONFIG_NAME).await.is_ok() {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
@@ -196,6 +205,7 @@ impl Repository {
     /// vault's config (a key from another vault) is an error too.
     /// Writes nothing to the vault.
     pub async fn open(backend: DynBackend, password: &[u8], open: OpenOptions) -> Result<Self> {
+        let backend = with_retries(backend);
         let config_bytes = match get_all(&*backend, CONFIG_NAME).await {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => {
