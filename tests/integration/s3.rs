@@ -175,8 +175,12 @@ async fn directory_into_locked_vault_restores_and_every_object_is_locked() {
         .send()
         .await;
     assert!(shorten.is_err(), "shortened retention");
-    let v = env.json(&["verify", "--read-data"]);
+    let v = env.json(&["verify", "--read-data", "--retention"]);
     assert_eq!(v["clean"], true, "{v}");
+    assert!(
+        v["report"]["retention_checked"].as_u64().unwrap() > 5,
+        "{v}"
+    );
 }
 
 #[tokio::test]

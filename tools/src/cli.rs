@@ -234,6 +234,18 @@ pub struct VerifyArgs {
     /// Download every pack and check every blob.
     #[arg(long)]
     pub read_data: bool,
+    /// Read only part of the data: N/M (part N of M; runs 1/M … M/M read
+    /// everything once) or P% (a random sample). Implies --read-data.
+    #[arg(long, value_name = "N/M|P%", value_parser = parse_subset)]
+    pub read_data_subset: Option<strata_store::verify::Subset>,
+    /// Check that every vault object is under Object Lock as the vault's
+    /// policy requires (S3 vaults; one request per object).
+    #[arg(long)]
+    pub retention: bool,
+}
+
+fn parse_subset(s: &str) -> Result<strata_store::verify::Subset, String> {
+    strata_store::verify::Subset::parse(s)
 }
 
 #[derive(Args, Debug)]

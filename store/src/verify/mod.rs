@@ -7,8 +7,9 @@
 //! hashes to its name, every index segment decodes, every blob an entry
 //! references is in the index, every indexed pack exists with a trailer
 //! that authenticates and agrees with the index. Data (`read_data`): every
-//! pack is downloaded, hashed against its name, and every blob decrypted
-//! and re-hashed. The report names each damaged object and the object keys
+//! pack (or a [`Subset`] of them) is downloaded, hashed against its name,
+//! and every blob decrypted and re-hashed. Retention (`retention`): every
+//! object is under Object Lock in the config's mode. The report names each damaged object and the object keys
 //! (at which points) it affects.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -27,8 +28,67 @@ use crate::repo::{pack_id_from_name, pack_name, page_name, segment_name, Reposit
 /// What to check.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyOptions {
-    /// Download and check every blob.
+    /// Download packs and check every blob in them (which packs: `subset`).
     pub read_data: bool,
+    /// With `read_data`, only this share of the packs (the others get the
+    /// trailer check), so a large vault is read fully over several runs.
+    pub subset: Option<Subset>,
+    /// Check that every vault object is locked as the config requires.
+    pub retention: bool,
+}
+
+/// A share of the packs to read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Part `n` of `m` (1-based): packs whose id, as a number, is `n - 1`
+    /// modulo `m`. Runs with 1/m … m/m together read every pack once.
+    Slice {
+        /// Which part.
+        n: u64,
+        /// Of how many.
+        m: u64,
+    },
+    /// A random sample of about this percentage of the packs.
+    Percent(f64),
+}
+
+impl Subset {
+    /// Parses `N/M` or `P%`.
+    pub fn parse(s: &str) -> std::result::Result<Subset, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad percentage {s:?}"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(format!("percentage {s:?} must be in (0, 100]"));
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (n, m) = s
+            .split_once('/')
+            .ok_or_else(|| format!("subset {s:?}: use N/M (e.g. 3/7) or P% (e.g. 5%)"))?;
+        let (n, m): (u64, u64) = (
+            n.trim().parse().map_err(|_| format!("bad N in {s:?}"))?,
+            m.trim().parse().map_err(|_| format!("bad M in {s:?}"))?,
+        );
+        if m == 0 || n == 0 || n > m {
+            return Err(format!("subset {s:?}: need 1 <= N <= M"));
+        }
+        Ok(Subset::Slice { n, m })
+    }
+
+    /// True when `pack` is in this share.
+    pub fn contains(&self, pack: &ObjectId) -> bool {
+        match *self {
+            Subset::Slice { n, m } => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&pack.as_bytes()[..8]);
+                u64::from_le_bytes(b) % m == n - 1
+            }
+            Subset::Percent(p) => rand::random::<f64>() * 100.0 < p,
+        }
+    }
 }
 
 /// How bad a finding is.
@@ -63,8 +123,12 @@ pub struct VerifyReport {
     pub segments: u64,
     /// Packs checked.
     pub packs: u64,
+    /// Packs downloaded whole.
+    pub packs_read: u64,
     /// Blobs whose data was read and re-hashed.
     pub blobs_read: u64,
+    /// Objects whose Object Lock retention was checked.
+    pub retention_checked: u64,
     /// Findings.
     pub problems: Vec<Problem>,
     /// Object keys whose content is damaged, as `key@seq`.
@@ -123,11 +187,68 @@ async fn check_checkpoints(
     Ok(())
 }
 
+/// Every vault object is locked in the config's mode; an expired lock is
+/// a notice (the object can now be deleted by anyone with the right).
+async fn check_retention(repo: &Repository, report: &mut VerifyReport) -> Result<()> {
+    let config = repo.config();
+    if config.lock_mode == crate::config::LockMode::None {
+        report.notice(
+            "config",
+            "the vault has no Object Lock policy; retention not checked",
+        );
+        return Ok(());
+    }
+    let now_s = crate::repo::now_ns() / 1_000_000_000;
+    let mut names = vec!["config".to_string()];
+    for prefix in [
+        "keys/",
+        "index/",
+        "runs/",
+        "points/",
+        "checkpoints/",
+        "packs/",
+    ] {
+        names.extend(
+            repo.backend()
+                .list(prefix)
+                .await?
+                .into_iter()
+                .map(|l| l.name),
+        );
+    }
+    for name in names {
+        report.retention_checked += 1;
+        match repo.backend().retention(&name).await {
+            Ok(None) => report.damage(&name, "not under Object Lock"),
+            Ok(Some((mode, _))) if mode != config.lock_mode => report.damage(
+                &name,
+                format!(
+                    "locked in {mode:?} mode; the policy is {:?}",
+                    config.lock_mode
+                ),
+            ),
+            Ok(Some((_, until))) if until < now_s => report.notice(
+                &name,
+                format!(
+                    "its lock expired {} days ago; it can be deleted",
+                    (now_s - until) / 86_400
+                ),
+            ),
+            Ok(Some(_)) => {}
+            Err(e) => report.damage(&name, format!("retention unreadable: {e}")),
+        }
+    }
+    Ok(())
+}
+
 /// Checks the vault.
 pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let points = check_points(repo, &mut report).await?;
     check_checkpoints(repo, points.len() as u64, &mut report).await?;
+    if opts.retention {
+        check_retention(repo, &mut report).await?;
+    }
 
     // Index: every segment, then the local cache from the vault.
     let mut index: HashMap<BlobId, IndexEntry> = HashMap::new();
@@ -217,7 +338,8 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
             bad(&mut report, &mut damaged_blobs, "pack is missing".into());
             continue;
         }
-        if opts.read_data {
+        if opts.read_data && opts.subset.is_none_or(|s| s.contains(&pack)) {
+            report.packs_read += 1;
             let bytes = match get_all(&**repo.backend(), &name).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -404,6 +526,36 @@ async fn walk_run(
                 page_name(&id),
                 format!("{e}; entries from {from} onward in this page are unreadable"),
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod subset_tests {
+    use super::*;
+
+    #[test]
+    fn slices_partition_the_packs() {
+        let ids: Vec<ObjectId> = (0..200u32)
+            .map(|i| ObjectId::of(&i.to_le_bytes()))
+            .collect();
+        for m in [1, 3, 7] {
+            for id in &ids {
+                let owners = (1..=m)
+                    .filter(|&n| Subset::Slice { n, m }.contains(id))
+                    .count();
+                assert_eq!(owners, 1);
+            }
+        }
+        assert!(ids.iter().all(|id| Subset::Percent(100.0).contains(id)));
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        assert_eq!(Subset::parse("2/5"), Ok(Subset::Slice { n: 2, m: 5 }));
+        assert_eq!(Subset::parse("12.5%"), Ok(Subset::Percent(12.5)));
+        for bad in ["0/3", "4/3", "1/0", "x", "0%", "101%", "a/b"] {
+            assert!(Subset::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `strata verify`: structure, and with `--read-data` every blob.
+//! `strata verify`: structure; with `--read-data` every blob (or a
+//! `--read-data-subset`); with `--retention` every object's lock.
 
 use std::process::ExitCode;
 
@@ -13,10 +14,15 @@ pub async fn run(g: &Global, a: VerifyArgs) -> Result<ExitCode> {
     let report = verify(
         &repo,
         &VerifyOptions {
-            read_data: a.read_data,
+            read_data: a.read_data || a.read_data_subset.is_some(),
+            subset: a.read_data_subset,
+            retention: a.retention,
         },
     )
     .await?;
+    if a.retention && !g.json {
+        println!("retention checked on {} objects", report.retention_checked);
+    }
     if g.json {
         print_json(&serde_json::json!({ "clean": report.is_clean(), "report": report }))?;
     } else {
@@ -26,8 +32,11 @@ pub async fn run(g: &Global, a: VerifyArgs) -> Result<ExitCode> {
             report.pages,
             report.segments,
             report.packs,
-            if a.read_data {
-                format!(", {} blobs read", report.blobs_read)
+            if a.read_data || a.read_data_subset.is_some() {
+                format!(
+                    ", {} packs ({} blobs) read",
+                    report.packs_read, report.blobs_read
+                )
             } else {
                 String::new()
             }
