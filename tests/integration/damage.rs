@@ -108,6 +108,24 @@ fn flipped_index_segment_is_reported_and_recovered_from_packs() {
     let target = env.path("restore");
     env.ok(&["restore", "--to", target.to_str().unwrap()]);
     assert_same(&snap, &snapshot(&target));
+
+    // `repair index` writes a clean index from the trailers alone; the
+    // damaged segment stays (immutable) but is superseded: verify is clean.
+    let r = env.json(&["repair", "index"]);
+    assert!(r["entries"].as_u64().unwrap() > 50, "{r}");
+    assert_eq!(r["superseded"], 1);
+    assert!(r["damaged_packs"].as_array().unwrap().is_empty());
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+    assert!(v.to_string().contains("superseded"), "{v}");
+    std::fs::remove_dir_all(env.path("cache")).unwrap();
+    let again = env.path("restore-after-repair");
+    env.ok(&["restore", "--to", again.to_str().unwrap()]);
+    assert_same(&snap, &snapshot(&again));
+    // Later passes build on the repaired index.
+    write_file(&src, "after-repair.txt", b"new", 0o644);
+    env.ok(&["ingest", src.to_str().unwrap()]);
+    assert_eq!(env.json(&["verify"])["clean"], true);
 }
 
 #[test]
@@ -210,4 +228,67 @@ fn data_subsets_read_every_pack_once_over_a_cycle_of_runs() {
     // A local vault has no lock policy: said, not damage.
     let r = env.json(&["verify", "--retention"]);
     assert!(r.to_string().contains("no Object Lock policy"), "{r}");
+}
+
+#[test]
+fn a_damaged_point_is_unrestorable_and_never_replaced_by_a_neighbour() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let mut times = Vec::new();
+    for (i, t) in [
+        "2026-11-27T10:00:00Z",
+        "2026-11-27T10:15:00Z",
+        "2026-11-27T10:30:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write_file(
+            &src,
+            &format!("f{i}"),
+            format!("state {i}").as_bytes(),
+            0o644,
+        );
+        env.ok(&["ingest", src.to_str().unwrap(), "--time", t]);
+        times.push(*t);
+    }
+    let points = files_under(&env.vault().join("points"));
+    flip(&points[1], 0.6);
+
+    let v = env.run(&["--json", "verify"]);
+    assert_eq!(v.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("points/0000000000000001"));
+    // 10:05 too: the damaged point's time is unknown, it may be 10:03.
+    for at in [
+        "#1",
+        times[1],
+        "2026-11-27T10:20:00Z",
+        "2026-11-27T10:05:00Z",
+    ] {
+        let out = env.run(&[
+            "restore",
+            "--at",
+            at,
+            "--to",
+            env.path(at).to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(3), "--at {at}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("point") && (err.contains("damaged") || err.contains("authent")),
+            "{err}"
+        );
+    }
+    // The points around it are whole and restore.
+    for (at, files) in [
+        (times[0], 1),
+        (times[2], 3),
+        ("#0", 1),
+        ("2026-11-27T11:00:00Z", 3),
+    ] {
+        let out = env.path(&format!("ok-{at}"));
+        env.ok(&["restore", "--at", at, "--to", out.to_str().unwrap()]);
+        assert_eq!(list_files(&out).len(), files, "--at {at}");
+    }
 }

@@ -86,6 +86,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show a vault object in readable form.
     Inspect(InspectArgs),
+    /// Rebuild derived structures from what the vault still holds.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Manage the password key files.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -265,6 +268,14 @@ pub enum InspectKind {
     Index,
     Page,
     Point,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the trailers of every pack: new segments
+    /// supersede the old ones (nothing is deleted). Packs whose trailers
+    /// do not authenticate are reported (exit 3).
+    Index,
 }
 
 #[derive(Subcommand, Debug)]

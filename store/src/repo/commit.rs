@@ -124,13 +124,14 @@ impl Repository {
         // 4. The time-index entry.
         let mut time_ns = req.time_ns;
         if let Some((p, _)) = prev {
-            if time_ns < p.time_ns {
+            // Strictly increasing, so a time names at most one point.
+            if time_ns <= p.time_ns {
                 tracing::warn!(
                     prev = p.time_ns,
                     now = time_ns,
-                    "clock behind the previous point; keeping time monotonic"
+                    "time not after the previous point's; using the previous point's + 1 ms"
                 );
-                time_ns = p.time_ns;
+                time_ns = p.time_ns.saturating_add(1_000_000);
             }
         }
         let point = Point {

@@ -115,6 +115,10 @@ impl Repository {
                 std::mem::take(&mut batch),
             )?;
         }
+        // A damaged segment some other segment supersedes lost nothing.
+        report
+            .damaged_segments
+            .retain(|(seg, _)| !superseded.contains(seg));
         if scan_packs || !report.damaged_segments.is_empty() {
             let known: HashSet<ObjectId> = cache.packs().collect();
             for l in self.backend.list("packs/").await? {

@@ -10,6 +10,8 @@ mod checkpoints;
 mod commit;
 pub(crate) use commit::now_ns;
 mod index;
+mod repair;
+pub use repair::RepairReport;
 pub mod runs;
 
 use std::collections::HashMap;
@@ -489,20 +491,56 @@ impl Repository {
     }
 
     /// The newest point whose time is at or before `time_ns` (binary search
-    /// over the chain: O(log points) reads).
+    /// over the chain: O(log points) reads). When a damaged point is met,
+    /// the points are scanned instead, and if a damaged point may be the
+    /// one asked for, that is an error: another point never stands in.
     pub async fn point_at(&self, time_ns: i64) -> Result<Point> {
         let seqs = self.list_points().await?;
         let (mut lo, mut hi) = (0usize, seqs.len());
         let mut best = None;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let (p, _) = self.load_point(seqs[mid]).await?;
+            let p = match self.load_point(seqs[mid]).await {
+                Ok((p, _)) => p,
+                Err(e) if e.kind() == ErrorKind::Transient => return Err(e),
+                Err(_) => return self.point_at_scanning(&seqs, time_ns).await,
+            };
             if p.time_ns <= time_ns {
                 best = Some(p);
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
+        }
+        best.ok_or_else(|| Error::not_found("no point at or before that time"))
+    }
+
+    async fn point_at_scanning(&self, seqs: &[u64], time_ns: i64) -> Result<Point> {
+        let mut best = None;
+        let mut damaged_since_best: Option<(u64, Error)> = None;
+        for &seq in seqs {
+            match self.load_point(seq).await {
+                Ok((p, _)) if p.time_ns <= time_ns => {
+                    best = Some(p);
+                    damaged_since_best = None;
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::Transient => return Err(e),
+                Err(e) => {
+                    damaged_since_best.get_or_insert((seq, e));
+                }
+            }
+        }
+        // Times strictly increase along the chain: a point exactly at the
+        // asked time is the newest at or before it, whatever follows.
+        if best.as_ref().is_some_and(|b: &Point| b.time_ns == time_ns) {
+            damaged_since_best = None;
+        }
+        if let Some((seq, e)) = damaged_since_best {
+            return Err(Error::corrupt(format!(
+                "point #{seq} may be the newest at or before that time and it is damaged ({e}); \
+                 it cannot be restored, and no other point stands in for it (choose one with #SEQ)"
+            )));
         }
         best.ok_or_else(|| Error::not_found("no point at or before that time"))
     }

@@ -252,6 +252,8 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
 
     // Index: every segment, then the local cache from the vault.
     let mut index: HashMap<BlobId, IndexEntry> = HashMap::new();
+    let mut superseded: HashSet<ObjectId> = HashSet::new();
+    let mut damaged_segments = Vec::new();
     for l in repo.backend().list("index/").await? {
         let Some(id) = l
             .name
@@ -264,11 +266,24 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
         report.segments += 1;
         match repo.read_segment(&id).await {
             Ok(seg) => {
+                superseded.extend(seg.supersedes);
                 for e in seg.entries {
                     index.entry(e.blob).or_insert(e);
                 }
             }
-            Err(e) => report.damage(segment_name(&id), e),
+            Err(e) => damaged_segments.push((id, e)),
+        }
+    }
+    // A damaged segment that a later one restates (a merge, or `repair
+    // index`) loses nothing.
+    for (id, e) in damaged_segments {
+        if superseded.contains(&id) {
+            report.notice(
+                segment_name(&id),
+                format!("{e} (superseded: a later segment restates its entries)"),
+            );
+        } else {
+            report.damage(segment_name(&id), e);
         }
     }
 

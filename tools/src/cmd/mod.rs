@@ -9,6 +9,7 @@ mod inspect;
 mod key;
 mod ls;
 mod mount;
+mod repair;
 mod restore;
 mod snapshots;
 mod verify;
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount(a) => mount::run(&g, a).await,
         Command::Verify(a) => verify::run(&g, a).await,
         Command::Inspect(a) => inspect::run(&g, a).await,
+        Command::Repair(r) => repair::run(&g, r).await,
         Command::Key(k) => key::run(&g, k).await,
     }
 }
