@@ -13,3 +13,4 @@ mod mount;
 mod password;
 mod roundtrip;
 mod s3;
+mod tamper;
