@@ -43,6 +43,8 @@ pub(super) struct Packer {
     zstd_level: i32,
     target: usize,
     index: Arc<IndexCache>,
+    /// Blobs in packs an interrupted pass left (this pass indexes them).
+    recovered: Arc<std::collections::HashMap<BlobId, crate::index::IndexEntry>>,
     session: Mutex<HashSet<BlobId>>,
     pool: Mutex<Vec<PackBuilder>>,
     tx: mpsc::Sender<FinishedPack>,
@@ -59,6 +61,7 @@ impl Packer {
             zstd_level: repo.config().zstd_level,
             target,
             index: repo.index(),
+            recovered: repo.recovered_blobs(),
             session: Mutex::new(HashSet::new()),
             pool: Mutex::new(Vec::new()),
             tx,
@@ -74,7 +77,10 @@ impl Packer {
     /// Called on the blocking pool.
     pub(super) fn store_blob(&self, data: &[u8]) -> Result<BlobId> {
         let id = self.keys.blob_id(data);
-        if self.index.contains(&id) || !self.session.lock().expect("session lock").insert(id) {
+        if self.index.contains(&id)
+            || self.recovered.contains_key(&id)
+            || !self.session.lock().expect("session lock").insert(id)
+        {
             return Ok(id);
         }
         let builder = self.pool.lock().expect("pool lock").pop();

@@ -53,8 +53,10 @@ impl Repository {
     }
 
     /// Brings the local index cache up to date with the vault. With
-    /// `scan_packs`, also lists every pack and indexes those that no
-    /// segment describes (done automatically when a segment is damaged).
+    /// `scan_packs`, also lists every pack and reads the trailers of those
+    /// that no segment describes (done automatically when a segment is
+    /// damaged); their entries are held in memory, never in the cache file,
+    /// until a commit writes them into a segment.
     pub async fn refresh_index(&self, scan_packs: bool) -> Result<IndexRefresh> {
         let mut cache = self.open_cache();
         let listed = self.backend.list("index/").await?;
@@ -139,11 +141,10 @@ impl Repository {
                     }
                 }
             }
-            if !report.recovered.is_empty() {
-                let mut entries = report.recovered.clone();
-                entries.sort_by_key(|e| e.blob);
-                cache = self.merge_into_cache(&cache, &[], &[], entries)?;
-            }
+            // In memory only (see `Repository::recovered`): the cache file
+            // never holds an entry no vault segment holds.
+            let overlay: HashMap<_, _> = report.recovered.iter().map(|e| (e.blob, *e)).collect();
+            *self.recovered.write().expect("recovered lock") = Arc::new(overlay);
         }
         *self.index.write().expect("index lock") = cache;
         Ok(report)

@@ -107,6 +107,11 @@ pub struct Repository {
     key_name: String,
     cache_path: PathBuf,
     index: RwLock<Arc<IndexCache>>,
+    /// Entries read from the trailers of packs no segment describes (left
+    /// by an interrupted pass). Kept in memory only: the persistent cache
+    /// holds what vault segments say, so the next process finds these
+    /// packs unindexed again until a commit writes a segment for them.
+    recovered: RwLock<Arc<HashMap<BlobId, crate::index::IndexEntry>>>,
     pack_keys: Mutex<HashMap<ObjectId, Arc<PackKey>>>,
     pages: Mutex<HashMap<ObjectId, Arc<Page>>>,
 }
@@ -197,6 +202,7 @@ impl Repository {
             key_name,
             cache_path,
             index: RwLock::new(Arc::new(IndexCache::empty())),
+            recovered: RwLock::default(),
             pack_keys: Mutex::new(HashMap::new()),
             pages: Mutex::new(HashMap::new()),
         }
@@ -300,9 +306,26 @@ impl Repository {
         &self.cache_path
     }
 
-    /// The current index cache.
+    /// The current index cache (what the vault's segments say).
     pub fn index(&self) -> Arc<IndexCache> {
         self.index.read().expect("index lock").clone()
+    }
+
+    /// Where a blob is: the index cache, else the entries recovered from
+    /// unindexed packs in this process.
+    pub fn blob_entry(&self, id: &BlobId) -> Option<crate::index::IndexEntry> {
+        self.index().lookup(id).or_else(|| {
+            self.recovered
+                .read()
+                .expect("recovered lock")
+                .get(id)
+                .copied()
+        })
+    }
+
+    /// The blobs recovered from unindexed packs in this process.
+    pub fn recovered_blobs(&self) -> Arc<HashMap<BlobId, crate::index::IndexEntry>> {
+        self.recovered.read().expect("recovered lock").clone()
     }
 
     /// Adds a key file for `password`; returns its name.
@@ -385,12 +408,11 @@ impl Repository {
     /// cache does not know yet (segments written since it was loaded)
     /// brings it up to date first.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let entry = match self.index().lookup(id) {
+        let entry = match self.blob_entry(id) {
             Some(e) => e,
             None => {
                 self.refresh_index(false).await?;
-                self.index()
-                    .lookup(id)
+                self.blob_entry(id)
                     .ok_or_else(|| Error::not_found(format!("blob {id} is not in the index")))?
             }
         };

@@ -314,12 +314,11 @@ impl VaultFs {
         if let Some(o) = &node.offsets {
             return Ok((o.clone(), meta.clone()));
         }
-        let index = self.repo.index();
         let mut offsets = Vec::with_capacity(meta.chunks.len() + 1);
         let mut at = 0u64;
         for id in &meta.chunks {
             offsets.push(at);
-            let e = index.lookup(id).ok_or_else(|| {
+            let e = self.repo.blob_entry(id).ok_or_else(|| {
                 tracing::error!(blob = %id, key = %node.path, "blob missing from the index");
                 Errno::EIO
             })?;
