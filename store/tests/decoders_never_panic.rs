@@ -71,7 +71,7 @@ fn decode_everything(data: &[u8]) {
     let _ = strata_store::changes::eventbridge::parse_batch(data);
     let _ = Config::decode(data);
     let _ = KeyFile::decode(data);
-    let _ = key_to_path(&String::from_utf8_lossy(data));
+    let _ = key_to_path(&String::from_utf8_lossy(data), data.first() == Some(&0));
 }
 
 #[test]

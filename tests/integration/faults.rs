@@ -187,3 +187,63 @@ async fn transient_vault_failures_are_retried_and_a_failed_pass_loses_nothing() 
     assert!(rerun.iter().all(|n| !failed.contains(n)));
     assert_eq!(contents_at_latest(&repo).await, bucket.contents());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_keys_restore_inside_the_root_under_reversible_names() {
+    use strata_store::restore::path::path_to_key;
+    use strata_store::restore::{restore_to_dir, RestoreOptions};
+    let env = Env::new();
+    let repo = repo(&env).await;
+    let bucket = SimBucket::new("b");
+    let long = format!("long/{}", "é".repeat(700));
+    let keys = [
+        "../../escape",
+        "/etc/passwd",
+        "a//b",
+        "./dot",
+        "x",
+        "x/y",
+        "x.txt",
+        "ctl\u{1}\u{7f}\ttab",
+        "nul\0byte",
+        "100%/%2E",
+        "%=",
+        long.as_str(),
+        &"k".repeat(1024),
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        bucket.put(k, format!("object {i}").into_bytes(), 1);
+    }
+    bucket.put("dir/", Vec::new(), 1);
+    ingest(
+        &repo,
+        bucket.clone(),
+        &IngestOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (p, _) = repo.latest_point().await.unwrap().unwrap();
+    let root = env.path("restored");
+    let s = restore_to_dir(
+        &repo,
+        &p,
+        &root,
+        &RestoreOptions::default(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(s.errors.is_empty() && s.unrepresentable.is_empty(), "{s:?}");
+    // Everything is under the root, and each file maps back to its key.
+    assert!(!env.path("escape").exists() && !env.dir.path().join("../escape").exists());
+    let mut restored = BTreeMap::new();
+    for rel in list_files(&root) {
+        let key = path_to_key(std::path::Path::new(&rel)).unwrap_or_else(|| panic!("{rel}"));
+        restored.insert(key, std::fs::read(root.join(&rel)).unwrap());
+    }
+    let mut want = bucket.contents();
+    want.remove("dir/"); // a directory marker restores as the directory
+    assert_eq!(restored, want);
+    assert!(root.join("dir").is_dir());
+}

@@ -1,6 +1,6 @@
 //! `strata mount`: a point read through FUSE equals a restore of it; the
-//! directory view streams large listings and never shows what cannot be
-//! a path.
+//! directory view streams large listings and escapes what cannot be a
+//! path as a directory restore does.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -118,7 +118,7 @@ fn a_mounted_point_reads_like_its_restore() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn directory_view_streams_pages_and_hides_unrepresentable_keys() {
+async fn directory_view_streams_pages_and_escapes_hostile_keys() {
     let env = Env::new();
     let backend = Arc::new(LocalBackend::new(env.vault()).unwrap());
     let open = OpenOptions {
@@ -151,14 +151,22 @@ async fn directory_view_streams_pages_and_hides_unrepresentable_keys() {
             .collect()
     };
     let root = list_children(&repo, &p, "", None, 100).await.unwrap();
-    // "x" is both an object and a prefix: the directory is shown. "..",
-    // "" (from "/abs") and "d//e"'s empty component are not paths.
+    // Escaped as a directory restore writes them: ".." shows as %2E%2E,
+    // an empty component as %, and "x" (an object and a prefix) as x/%=.
     assert_eq!(
         names(&root),
-        ["d/", "dir/", "many/", "ok", "x-1/", "x.txt", "x/"]
+        ["%2E%2E/", "%/", "d/", "dir/", "many/", "ok", "x-1/", "x.txt", "x/"]
     );
     let d = list_children(&repo, &p, "d/", None, 100).await.unwrap();
-    assert!(d.is_empty(), "{:?}", names(&d));
+    assert_eq!(names(&d), ["%/"]);
+    let x = list_children(&repo, &p, "x/", None, 100).await.unwrap();
+    assert_eq!(names(&x), ["%=", "y"]);
+    let dir = list_children(&repo, &p, "dir/", None, 100).await.unwrap();
+    assert_eq!(
+        names(&dir),
+        ["f"],
+        "the marker key dir/ is the directory itself"
+    );
 
     // 1,500 files in pages of 400: each page continues after the last.
     let mut all = Vec::new();

@@ -5,11 +5,13 @@
 //! page, and one with a million keys in ten subdirectories costs ten
 //! seeks, never a full scan.
 //!
-//! Keys that cannot be paths (see [`super::path`]) are not shown; where a
-//! key is both an object and a prefix of others ("a" and "a/b"), the
-//! directory is shown. Both stay restorable to a bucket and with `cat`.
+//! Names are escaped as in a directory restore ([`super::path`]): an empty
+//! component shows as `%`, `..` as `%2E%2E`, and an object that is also a
+//! prefix of others ("a" beside "a/b") shows as `a/%=`. Components longer
+//! than a file name may be are not shown (a directory restore splits them;
+//! they stay readable with `cat` and restorable to a bucket).
 
-use super::path::{key_to_path, KeyPath};
+use super::path::{escape_component, SELF_NAME};
 use crate::error::Result;
 use crate::manifest::point::Point;
 use crate::manifest::Entry;
@@ -54,8 +56,8 @@ pub async fn dir_exists(repo: &Repository, point: &Point, dir_prefix: &str) -> R
 }
 
 /// Up to `limit` children of directory `dir` (`""` for the root, else a
-/// prefix ending in `/`), in name order, starting after the child named
-/// `after` (a directory when `after_is_dir`).
+/// prefix ending in `/`), in key order, starting after the child shown as
+/// `after` (a directory when `after_is_dir`). Names are escaped.
 pub async fn list_children(
     repo: &Repository,
     point: &Point,
@@ -63,12 +65,26 @@ pub async fn list_children(
     after: Option<(&str, bool)>,
     limit: usize,
 ) -> Result<Vec<Child>> {
+    let mut out: Vec<Child> = Vec::new();
+    // The directory's own object ("a" for "a/"), first.
+    let after = match after {
+        None => {
+            if let Some(own) = dir.strip_suffix('/') {
+                if let Some(e) = super::lookup(repo, point, own).await? {
+                    out.push(Child::File(SELF_NAME.to_string(), Box::new(e)));
+                }
+            }
+            None
+        }
+        Some((name, _)) if name == SELF_NAME => None,
+        Some((name, is_dir)) => Some((unescape_name(name).unwrap_or_default(), is_dir)),
+    };
+    let after = after.as_ref().map(|(n, d)| (n.as_str(), *d));
     let mut start = match after {
         None => dir.to_string(),
         Some((name, true)) => after_dir(&format!("{dir}{name}/")),
         Some((name, false)) => format!("{dir}{name}\0"),
     };
-    let mut out: Vec<Child> = Vec::new();
     // A file is held until the next key shows whether a directory of the
     // same name follows (keys between "a" and "a/" all start with "a").
     let mut pending: Option<(String, Entry)> = None;
@@ -88,18 +104,19 @@ pub async fn list_children(
                     None => false,
                 };
                 if !shadowed {
-                    out.push(Child::File(name, Box::new(entry)));
+                    out.push(Child::File(show(&name), Box::new(entry)));
                 }
             }
             match rest.split_once('/') {
                 Some((name, _)) => {
                     if valid_component(name) {
-                        out.push(Child::Dir(name.to_string()));
+                        out.push(Child::Dir(show(name)));
                     }
                     start = after_dir(&format!("{dir}{name}/"));
                     continue 'seek;
                 }
-                None if valid_component(rest) => {
+                // `rest` empty: the directory's own marker key ("a/").
+                None if !rest.is_empty() && valid_component(rest) => {
                     pending = Some((rest.to_string(), e));
                 }
                 None => {}
@@ -108,34 +125,57 @@ pub async fn list_children(
     }
     if let Some((name, entry)) = pending {
         if dir_exists(repo, point, &format!("{dir}{name}/")).await? {
-            out.push(Child::Dir(name));
+            out.push(Child::Dir(show(&name)));
         } else {
-            out.push(Child::File(name, Box::new(entry)));
+            out.push(Child::File(show(&name), Box::new(entry)));
         }
     }
     Ok(out)
 }
 
-/// The child `name` of directory `dir`, if there is one.
+/// The child shown as `name` of directory `dir`, if there is one.
 pub async fn child(
     repo: &Repository,
     point: &Point,
     dir: &str,
-    name: &str,
+    shown: &str,
 ) -> Result<Option<Child>> {
-    if !valid_component(name) {
+    if shown == SELF_NAME {
+        let Some(own) = dir.strip_suffix('/') else {
+            return Ok(None);
+        };
+        return Ok(super::lookup(repo, point, own)
+            .await?
+            .map(|e| Child::File(SELF_NAME.to_string(), Box::new(e))));
+    }
+    let Some(name) = unescape_name(shown) else {
+        return Ok(None);
+    };
+    let name = name.as_str();
+    if !valid_component(name) || show(name) != shown {
         return Ok(None);
     }
     if dir_exists(repo, point, &format!("{dir}{name}/")).await? {
-        return Ok(Some(Child::Dir(name.to_string())));
+        return Ok(Some(Child::Dir(shown.to_string())));
     }
     Ok(super::lookup(repo, point, &format!("{dir}{name}"))
         .await?
-        .map(|e| Child::File(name.to_string(), Box::new(e))))
+        .map(|e| Child::File(shown.to_string(), Box::new(e))))
 }
 
+/// A component that fits one file name once escaped.
 fn valid_component(name: &str) -> bool {
-    matches!(key_to_path(name), Ok(KeyPath::File(_)))
+    escape_component(name).len() == 1
+}
+
+/// The escaped name a component shows as.
+fn show(name: &str) -> String {
+    escape_component(name).concat()
+}
+
+/// The component a shown name stands for.
+fn unescape_name(shown: &str) -> Option<String> {
+    super::path::path_to_key(std::path::Path::new(shown))
 }
 
 #[cfg(test)]

@@ -109,8 +109,8 @@ pub async fn restore_to_dir(
 ) -> Result<RestoreSummary> {
     std::fs::create_dir_all(target)
         .map_err(|e| Error::from(e).context(format!("restore target {}", target.display())))?;
-    restore_each(repo, point, opts, progress, |e| async move {
-        restore_entry(repo, target, &e, opts.overwrite).await
+    restore_each(repo, point, opts, progress, |e, is_prefix| async move {
+        restore_entry(repo, target, &e, is_prefix, opts.overwrite).await
     })
     .await
 }
@@ -127,7 +127,7 @@ pub async fn restore_to_bucket(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreSummary> {
-    restore_each(repo, point, opts, progress, |e| async move {
+    restore_each(repo, point, opts, progress, |e, _| async move {
         let meta = e
             .object
             .as_ref()
@@ -163,7 +163,7 @@ async fn restore_each<F, Fut>(
     restore_one: F,
 ) -> Result<RestoreSummary>
 where
-    F: Fn(Entry) -> Fut,
+    F: Fn(Entry, bool) -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
 {
     let started = Instant::now();
@@ -183,10 +183,23 @@ where
         if batch.is_empty() {
             break;
         }
-        let results: Vec<(String, Result<u64>)> = stream::iter(batch)
-            .map(|e| {
+        // Which objects are also directories ("a" beside "a/b"): the
+        // batch is sorted, so the first key at or after "a/" tells, unless
+        // the batch ends first.
+        let mut flagged = Vec::with_capacity(batch.len());
+        for (i, e) in batch.iter().enumerate() {
+            let dir = format!("{}/", e.key);
+            let at = i + 1 + batch[i + 1..].partition_point(|x| x.key < dir);
+            let is_prefix = match batch.get(at) {
+                Some(next) => next.key.starts_with(&dir),
+                None => browse::dir_exists(repo, point, &dir).await?,
+            };
+            flagged.push(is_prefix);
+        }
+        let results: Vec<(String, Result<u64>)> = stream::iter(batch.into_iter().zip(flagged))
+            .map(|(e, is_prefix)| {
                 let key = e.key.clone();
-                let fut = restore_one(e);
+                let fut = restore_one(e, is_prefix);
                 async move { (key, fut.await) }
             })
             .buffer_unordered(opts.concurrency.max(1))
@@ -214,12 +227,18 @@ where
     Ok(summary)
 }
 
-async fn restore_entry(repo: &Repository, root: &Path, e: &Entry, overwrite: bool) -> Result<u64> {
+async fn restore_entry(
+    repo: &Repository,
+    root: &Path,
+    e: &Entry,
+    is_prefix: bool,
+    overwrite: bool,
+) -> Result<u64> {
     let meta = e
         .object
         .as_ref()
         .ok_or_else(|| Error::corrupt("deleted entry"))?;
-    let rel = match key_to_path(&e.key).map_err(Error::config)? {
+    let rel = match key_to_path(&e.key, is_prefix).map_err(Error::config)? {
         KeyPath::Dir(rel) => {
             ensure_dirs(root, &rel)?;
             return Ok(0);
