@@ -631,3 +631,169 @@ async fn change_feed_from_a_bucket_prefix_drives_points_of_a_versioned_source() 
         assert_eq!(listed.contents().len(), state.len(), "{at}: extra objects");
     }
 }
+
+/// With the ingest role's credentials (a second radosgw user under the
+/// bucket policy of docs/operations.md), a writer can add history but not
+/// remove or rewrite it: deletes, version deletes, retention cuts and
+/// policy changes are refused, a forged version changes nothing read.
+#[tokio::test]
+async fn the_ingest_credentials_cannot_delete_overwrite_or_shorten() {
+    require_s3!();
+    let (Ok(ak), Ok(sk)) = (
+        std::env::var("STRATA_TEST_S3_INGEST_ACCESS_KEY"),
+        std::env::var("STRATA_TEST_S3_INGEST_SECRET_KEY"),
+    ) else {
+        panic!("scripts/s3-server env gives the ingest user's keys");
+    };
+    let owner = s3_client().await;
+    let bucket = new_bucket(&owner, true).await;
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadAndCreate", "Effect": "Allow",
+             "Principal": {"AWS": ["arn:aws:iam:::user/ingest"]},
+             "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:PutObjectRetention",
+                        "s3:GetObjectRetention", "s3:ListBucket", "s3:ListBucketVersions",
+                        "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration"],
+             "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")]},
+            {"Sid": "NeverDeleteOrBypass", "Effect": "Deny",
+             "Principal": {"AWS": ["arn:aws:iam:::user/ingest"]},
+             "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
+                        "s3:PutBucketObjectLockConfiguration", "s3:PutBucketPolicy", "s3:PutBucketVersioning"],
+             "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")]}
+        ]
+    });
+    owner
+        .put_bucket_policy()
+        .bucket(&bucket)
+        .policy(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let env = s3_env(&bucket);
+    env.ok(&[
+        "init",
+        "--pack-size",
+        "256K",
+        "--lock-mode",
+        "governance",
+        "--retention-days",
+        "1",
+    ]);
+    let src = env.path("src");
+    generate_tree(&src, 31, 40, 0);
+    let snap = snapshot(&src);
+    let as_ingest = |args: &[&str]| {
+        let out = env
+            .cmd(args)
+            .env("AWS_ACCESS_KEY_ID", &ak)
+            .env("AWS_SECRET_ACCESS_KEY", &sk)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    as_ingest(&["ingest", src.to_str().unwrap()]);
+
+    let creds = aws_sdk_s3::config::Credentials::new(&ak, &sk, None, None, "ingest");
+    let conf = owner
+        .config()
+        .to_builder()
+        .credentials_provider(creds)
+        .build();
+    let ingest = aws_sdk_s3::Client::from_conf(conf);
+    let versions = ingest
+        .list_object_versions()
+        .bucket(&bucket)
+        .prefix("vault/points/")
+        .send()
+        .await
+        .unwrap();
+    let point = versions.versions()[0].clone();
+    let key = point.key().unwrap().to_string();
+    let refused = |what: &str, r: Result<(), String>| {
+        let e = r.expect_err(&format!("{what} was allowed"));
+        assert!(
+            e.contains("AccessDenied") || e.contains("403"),
+            "{what}: {e}"
+        );
+    };
+    let show = |e: &dyn std::fmt::Debug| format!("{e:?}");
+    refused(
+        "delete",
+        ingest
+            .delete_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| show(&e)),
+    );
+    refused(
+        "delete version",
+        ingest
+            .delete_object()
+            .bucket(&bucket)
+            .key(&key)
+            .version_id(point.version_id().unwrap())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| show(&e)),
+    );
+    let shorten = ingest
+        .put_object_retention()
+        .bucket(&bucket)
+        .key(&key)
+        .version_id(point.version_id().unwrap())
+        .retention(
+            aws_sdk_s3::types::ObjectLockRetention::builder()
+                .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Governance)
+                .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(1))
+                .build(),
+        )
+        .send()
+        .await;
+    assert!(shorten.is_err(), "retention shortened");
+    refused(
+        "bucket policy",
+        ingest
+            .put_bucket_policy()
+            .bucket(&bucket)
+            .policy("{}")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| show(&e)),
+    );
+    // Overwriting is a new version: the oldest, locked one still wins.
+    ingest
+        .put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"forged point",
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    // Read back with the same credentials: radosgw, unlike S3 with
+    // BucketOwnerEnforced, leaves the writer owning its objects.
+    let v: serde_json::Value = serde_json::from_str(&as_ingest(&[
+        "--json",
+        "verify",
+        "--read-data",
+        "--retention",
+    ]))
+    .unwrap();
+    assert_eq!(v["clean"], true, "{v}");
+    let target = env.path("restore");
+    as_ingest(&["restore", "--to", target.to_str().unwrap()]);
+    assert_same(&snap, &snapshot(&target));
+}
