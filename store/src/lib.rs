@@ -60,6 +60,7 @@ pub mod repo;
 pub mod restore;
 pub mod sealed;
 pub mod source;
+pub mod time;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod local;
 pub mod memory;
 pub mod retry;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use std::ops::Range;

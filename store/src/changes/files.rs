@@ -11,10 +11,12 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "s3")]
 use aws_sdk_s3::Client;
 
 use super::eventbridge::parse_batch;
 use super::{ChangeEvent, ChangeFeed, FeedPosition};
+#[cfg(feature = "s3")]
 use crate::backend::s3::{client, map_err, S3Options};
 use crate::error::{Error, Result};
 
@@ -23,6 +25,7 @@ pub const MAX_EVENTS_PER_READ: usize = 2_000_000;
 
 enum Location {
     Dir(PathBuf),
+    #[cfg(feature = "s3")]
     Bucket {
         client: Client,
         bucket: String,
@@ -46,6 +49,7 @@ impl FileFeed {
     }
 
     /// A feed from the batch files under `s3://bucket/prefix`.
+    #[cfg(feature = "s3")]
     pub async fn bucket(url: &str, endpoint_url: Option<&str>, path_style: bool) -> Result<Self> {
         let o = S3Options::from_url(url)?;
         Ok(FileFeed {
@@ -73,6 +77,7 @@ impl FileFeed {
                     .await
                     .map_err(|e| Error::new(crate::ErrorKind::Io, format!("feed listing: {e}")))?
             }
+            #[cfg(feature = "s3")]
             Location::Bucket {
                 client,
                 bucket,
@@ -118,6 +123,7 @@ impl FileFeed {
                     .await
                     .map_err(|e| Error::from(e).context(path.display().to_string()))
             }
+            #[cfg(feature = "s3")]
             Location::Bucket {
                 client,
                 bucket,
@@ -163,7 +169,7 @@ fn list_dir(root: &std::path::Path, after: Option<&str>) -> Result<Vec<String>> 
             let Some(file) = ent.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if file.starts_with('.') {
+            if hidden(&file) {
                 continue;
             }
             let name = format!("{prefix}{file}");
@@ -184,6 +190,7 @@ impl ChangeFeed for FileFeed {
     fn describe(&self) -> String {
         match &self.location {
             Location::Dir(d) => d.display().to_string(),
+            #[cfg(feature = "s3")]
             Location::Bucket { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
         }
     }

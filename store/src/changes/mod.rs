@@ -17,6 +17,7 @@
 
 pub mod eventbridge;
 pub mod files;
+#[cfg(feature = "s3")]
 pub mod sqs;
 
 use std::cmp::Ordering;

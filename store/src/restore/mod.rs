@@ -115,6 +115,7 @@ pub async fn restore_to_dir(
     .await
 }
 
+#[cfg(feature = "s3")]
 /// Restores the objects of `point` under `opts.prefix` into a bucket,
 /// under `target_prefix`, with the metadata and tags each entry recorded;
 /// existing objects are kept unless `opts.overwrite`.

@@ -5,6 +5,7 @@
 //! bucket source implements the same trait.
 
 pub mod local;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use std::io::Read;

@@ -20,12 +20,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use strata_store::backend::local::LocalBackend;
 use strata_store::backend::s3::{S3Backend, S3Options};
 use strata_store::backend::DynBackend;
 use strata_store::manifest::point::Point;
 use strata_store::repo::{OpenOptions, Repository};
+use strata_store::time::PointSelector;
 
 use crate::cli::{Cli, Command, Global};
 
@@ -148,40 +149,24 @@ pub async fn open_for_read(g: &Global) -> Result<Repository> {
     Ok(repo)
 }
 
-/// Parses a TIME argument to ns since the epoch.
-pub fn parse_time(s: &str) -> Result<i64> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
-        strata_store::Error::config(format!(
-            "invalid time {s:?}: {e} (use RFC 3339, e.g. 2026-11-27T10:15:00Z)"
-        ))
-    })?;
-    let d = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| anyhow!("time {s:?} is before 1970"))?;
-    Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+pub use strata_store::time::parse_time;
 
 /// Resolves `--at`: `latest`, `#SEQ`, or the newest point at or before a time.
 pub async fn resolve_point(repo: &Repository, at: &str) -> Result<Point> {
-    if at == "latest" {
-        return match repo.latest_point().await? {
+    match PointSelector::parse(at)? {
+        PointSelector::Latest => match repo.latest_point().await? {
             Some((p, _)) => Ok(p),
             None => Err(strata_store::Error::not_found(
                 "the vault has no points yet (run `strata ingest`)",
             )
             .into()),
-        };
+        },
+        PointSelector::Seq(seq) => Ok(repo.load_point(seq).await?.0),
+        PointSelector::AtOrBefore(t) => repo
+            .point_at(t)
+            .await
+            .map_err(|e| e.context(format!("--at {at}")).into()),
     }
-    if let Some(seq) = at.strip_prefix('#') {
-        let seq: u64 = seq
-            .parse()
-            .map_err(|_| strata_store::Error::config(format!("invalid point {at:?}")))?;
-        return Ok(repo.load_point(seq).await?.0);
-    }
-    let t = parse_time(at)?;
-    repo.point_at(t)
-        .await
-        .map_err(|e| e.context(format!("--at {at}")).into())
 }
 
 /// Formats ns since the epoch as RFC 3339 with milliseconds.
