@@ -247,3 +247,120 @@ async fn hostile_keys_restore_inside_the_root_under_reversible_names() {
     assert_eq!(restored, want);
     assert!(root.join("dir").is_dir());
 }
+
+/// Peak RSS (VmHWM) of a running child, polled until it exits.
+fn run_measuring_rss(mut cmd: std::process::Command) -> (std::process::Output, u64) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        // Stream stdout into a hash: the test never holds the object either.
+        let mut r = std::io::BufReader::new(stdout);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let k = std::io::Read::read(&mut r, &mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            std::hash::Hasher::write(&mut h, &buf[..k]);
+            n += k as u64;
+        }
+        (std::hash::Hasher::finish(&h), n)
+    });
+    let mut peak_kb = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (hash, n) = reader.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut stdout = format!("{hash:016x} {n}").into_bytes();
+    stdout.extend_from_slice(&out.stdout);
+    (
+        std::process::Output {
+            status: out.status,
+            stdout,
+            stderr: out.stderr,
+        },
+        peak_kb << 10,
+    )
+}
+
+#[test]
+fn an_object_far_larger_than_the_memory_used_streams_through() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 256 MiB, generated in 1 MiB blocks (partly compressible); the
+    // processes must stay under half of it, argon2's 64 MiB included.
+    let size: u64 = 256 << 20;
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(src.join("huge.bin")).unwrap());
+        let mut rng = Rng::new(1);
+        for i in 0..(size >> 20) {
+            std::io::Write::write_all(&mut f, &rng.bytes(1 << 20, i % 3 == 0)).unwrap();
+        }
+    }
+    let (ingested, ingest_peak) =
+        run_measuring_rss(env.cmd(&["--quiet", "ingest", src.to_str().unwrap()]));
+    assert!(
+        ingested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ingested.stderr)
+    );
+    let (cat, cat_peak) = run_measuring_rss(env.cmd(&["cat", "huge.bin"]));
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    // The same bytes came back.
+    let (want, _) = run_measuring_rss({
+        let mut c = std::process::Command::new("cat");
+        c.arg(src.join("huge.bin"));
+        c
+    });
+    let got = String::from_utf8_lossy(&cat.stdout).to_string();
+    let want = String::from_utf8_lossy(&want.stdout).to_string();
+    assert_eq!(
+        got.split(' ').next(),
+        want.split(' ').next(),
+        "cat returned other bytes"
+    );
+    assert!(got.contains(&format!(" {size}")), "{got}");
+    // Neither process held the object: both stayed far below its size.
+    let limit = size / 2;
+    assert!(
+        ingest_peak < limit,
+        "ingest peak RSS {} MiB for a {} MiB object",
+        ingest_peak >> 20,
+        size >> 20
+    );
+    assert!(
+        cat_peak < limit,
+        "cat peak RSS {} MiB for a {} MiB object",
+        cat_peak >> 20,
+        size >> 20
+    );
+    eprintln!(
+        "peak RSS: ingest {} MiB, cat {} MiB, object {} MiB",
+        ingest_peak >> 20,
+        cat_peak >> 20,
+        size >> 20
+    );
+}

@@ -163,6 +163,11 @@ impl KeyFile {
     /// Decodes the stored bytes (does not need the password).
     pub fn decode(bytes: &[u8]) -> Result<KeyFile, DecodeError> {
         let header = Header::decode(bytes, ObjectKind::KeyFile)?;
+        // The key's AEAD binds a header without flags: stored flags would
+        // be unauthenticated bits (found by fuzzing).
+        if header.flags != 0 {
+            return Err(DecodeError::new(6, "key files carry no header flags"));
+        }
         let mut r = Reader::new(bytes);
         r.take(HEADER_LEN, "header")?;
         let params = KdfParams {
@@ -207,5 +212,10 @@ mod tests {
             .unwrap_key(b"pw")
             .is_err());
         assert!(KeyFile::decode(&bytes[..KEY_FILE_LEN - 1]).is_err());
+        // Regression (fuzz target config_and_key_file): a flags bit was
+        // accepted and re-encoded away, an unauthenticated bit.
+        let mut flagged = bytes.clone();
+        flagged[6] = 1;
+        assert!(KeyFile::decode(&flagged).is_err());
     }
 }
