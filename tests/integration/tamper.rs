@@ -107,6 +107,39 @@ fn bit_flips_in_every_kind_of_object_are_detected() {
 }
 
 #[test]
+fn bit_flips_in_key_files_never_unwrap() {
+    use strata_store::crypto::keyfile::{KdfParams, KeyFile};
+    let master = MasterKey::from_bytes([3; 32]);
+    let cheap = KdfParams {
+        m_cost_kib: 8,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let kf = KeyFile::wrap_cheap(&master, b"pw", cheap, [4; 32]).unwrap();
+    let bytes = kf.encode();
+    assert!(KeyFile::decode(&bytes).unwrap().unwrap_key(b"pw").is_ok());
+    let mut rng = Rng::new(17);
+    for _ in 0..flips() {
+        let mut t = bytes.clone();
+        let b = rng.below(t.len() as u64 * 8) as usize;
+        t[b / 8] ^= 1 << (b % 8);
+        // Params may now ask for absurd costs: decoding bounds them.
+        let opened = KeyFile::decode(&t).ok().and_then(|k| {
+            let p = k.params;
+            if p.m_cost_kib > 1 << 16 || p.t_cost > 4 {
+                None // a real reader would spend that; the AEAD still fails
+            } else {
+                k.unwrap_key(b"pw").ok()
+            }
+        });
+        assert!(
+            opened.is_none(),
+            "flip at bit {b} of a key file still unwraps"
+        );
+    }
+}
+
+#[test]
 fn bit_flips_in_key_files_and_config_are_refused() {
     // Through the CLI: a flipped key file or config never opens the vault.
     let env = Env::new();

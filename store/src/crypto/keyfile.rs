@@ -102,6 +102,29 @@ impl KeyFile {
                 "argon2 memory cost must be at least {MIN_M_COST_KIB} KiB"
             )));
         }
+        Self::wrap_unchecked(master, password, params, salt, vault_id, created_unix_s)
+    }
+
+    /// [`KeyFile::wrap`] with any cost, for tests that unwrap thousands of
+    /// damaged key files (readers accept costs below the writers' minimum).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn wrap_cheap(
+        master: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+        salt: [u8; 32],
+    ) -> Result<KeyFile, Error> {
+        Self::wrap_unchecked(master, password, params, salt, [5; 16], 0)
+    }
+
+    fn wrap_unchecked(
+        master: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+        salt: [u8; 32],
+        vault_id: [u8; 16],
+        created_unix_s: i64,
+    ) -> Result<KeyFile, Error> {
         let mut kf = KeyFile {
             salt,
             params,
