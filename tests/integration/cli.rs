@@ -74,3 +74,45 @@ fn password_file_is_read() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_ls_quietly() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    for i in 0..3000 {
+        write_file(
+            &src,
+            &format!("k/{i:05}-a-reasonably-long-name-to-fill-the-pipe"),
+            b"x",
+            0o644,
+        );
+    }
+    env.ok(&["ingest", src.to_str().unwrap()]);
+    let mut child = env
+        .cmd(&["ls", "--long"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    // The pipe is closed now (the reader was dropped), as `head -1` does.
+    let out = child.wait_with_output().unwrap();
+    assert!(first.contains("k/00000"), "{first}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -97,3 +97,41 @@ fn key_file_from_another_vault_is_named() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another vault"));
 }
+
+#[test]
+fn a_planted_key_file_with_absurd_costs_is_skipped_not_fatal() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write_file(&src, "a", b"x", 0o644);
+    env.ok(&["ingest", src.to_str().unwrap()]);
+    let keys = env.vault().join("keys");
+    let honest = std::fs::read(keys.join(&list_files(&keys)[0])).unwrap();
+    // Someone with write access plants key files demanding 4 GiB x 64
+    // passes of argon2, or more than any reader accepts.
+    for (name, m_cost, t_cost) in [
+        ("planted-huge", 4_194_304u32, 64u32),
+        ("planted-over", u32::MAX, 1),
+    ] {
+        let mut planted = honest.clone();
+        planted[40..44].copy_from_slice(&m_cost.to_le_bytes());
+        planted[44..48].copy_from_slice(&t_cost.to_le_bytes());
+        std::fs::write(keys.join(name), planted).unwrap();
+    }
+    let t = std::time::Instant::now();
+    env.ok(&["ls"]);
+    // The honest key is tried first; the planted ones are never derived,
+    // not even for a wrong password: they exceed the reader's budget.
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    let out = env
+        .cmd(&["ls"])
+        .env("STRATA_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

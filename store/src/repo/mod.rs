@@ -124,6 +124,20 @@ fn now_unix_s() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Default argon2 memory a reader spends on one key file (1 GiB); key
+/// files asking more are skipped unless `STRATA_MAX_KDF_MEMORY_MIB` allows
+/// them. Writers use 64 MiB; this bounds what a planted key file can cost.
+const DEFAULT_KDF_BUDGET_KIB: u32 = 1 << 20;
+/// Most argon2 passes a reader spends on one key file.
+const MAX_KDF_PASSES: u32 = 16;
+
+fn kdf_memory_budget_kib() -> u32 {
+    std::env::var("STRATA_MAX_KDF_MEMORY_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(DEFAULT_KDF_BUDGET_KIB, |mib| mib.saturating_mul(1024))
+}
+
 /// Every request to the vault is retried on transient failures.
 fn with_retries(backend: DynBackend) -> DynBackend {
     Arc::new(crate::backend::retry::Retrying::new(
@@ -231,20 +245,46 @@ impl Repository {
                 backend.describe()
             )));
         }
-        let mut foreign = None;
+        // Cheapest key derivation first: a planted key file demanding
+        // gigabytes of argon2 memory is reached only if every honest one
+        // fails, and one that cannot be unwrapped is skipped, never fatal.
+        let mut candidates = Vec::with_capacity(listed.len());
         for l in &listed {
             let bytes = get_all(&*backend, &l.name).await?;
-            let kf = match KeyFile::decode(&bytes) {
-                Ok(kf) => kf,
+            match KeyFile::decode(&bytes) {
+                Ok(kf) => candidates.push((l, kf)),
                 Err(e) => {
                     tracing::warn!(key = %l.name, error = %e, "skipping undecodable key file");
-                    continue;
                 }
-            };
+            }
+        }
+        candidates.sort_by_key(|(l, kf)| {
+            let p = kf.params;
+            (
+                u64::from(p.m_cost_kib) * u64::from(p.t_cost.max(1)),
+                l.name.clone(),
+            )
+        });
+        let budget = kdf_memory_budget_kib();
+        let mut foreign = None;
+        for (l, kf) in candidates {
+            if kf.params.m_cost_kib > budget || kf.params.t_cost > MAX_KDF_PASSES {
+                tracing::warn!(
+                    key = %l.name,
+                    m_cost_kib = kf.params.m_cost_kib,
+                    t_cost = kf.params.t_cost,
+                    "skipping a key file whose key derivation exceeds this reader's budget \
+                     (STRATA_MAX_KDF_MEMORY_MIB raises it)"
+                );
+                continue;
+            }
             let master = match kf.unwrap_key(password) {
                 Ok(m) => m,
                 Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
-                Err(e) => return Err(e.context(l.name.clone())),
+                Err(e) => {
+                    tracing::warn!(key = %l.name, error = %e, "skipping a key file that cannot be unwrapped");
+                    continue;
+                }
             };
             let keys = Keys::derive(&master);
             let body = match sealed::open(&keys, ObjectKind::Config, &config_bytes) {
