@@ -125,6 +125,23 @@ impl Env {
     }
 }
 
+/// A vault in `env`'s vault directory, opened through the library.
+pub async fn local_repo(env: &Env) -> strata_store::repo::Repository {
+    let backend =
+        std::sync::Arc::new(strata_store::backend::local::LocalBackend::new(env.vault()).unwrap());
+    let open = strata_store::repo::OpenOptions {
+        cache_dir: Some(env.path("cache")),
+    };
+    strata_store::repo::Repository::init(
+        backend,
+        PASSWORD.as_bytes(),
+        strata_store::repo::InitOptions::default(),
+        open,
+    )
+    .await
+    .unwrap()
+}
+
 /// Deterministic pseudo-random bytes.
 pub struct Rng(u64);
 

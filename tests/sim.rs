@@ -6,41 +6,14 @@
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use strata_store::changes::eventbridge::to_json;
 use strata_store::changes::{ChangeEvent, ChangeKind};
-use strata_store::continuous::Clock;
 use strata_store::source::{Source, SourceObject};
 use strata_store::{Error, ErrorKind, Result};
 
-/// A clock that only moves when told to; sleeping jumps to the deadline.
-#[derive(Default)]
-pub struct SimClock(AtomicI64);
-
-impl SimClock {
-    /// A clock at `t_ns`.
-    pub fn at(t_ns: i64) -> Arc<Self> {
-        Arc::new(SimClock(AtomicI64::new(t_ns)))
-    }
-
-    /// Moves to `t_ns` (never backwards).
-    pub fn set(&self, t_ns: i64) {
-        self.0.fetch_max(t_ns, Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl Clock for SimClock {
-    fn now_ns(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    async fn sleep_until(&self, t_ns: i64) {
-        self.set(t_ns);
-    }
-}
+/// The simulation's clock.
+pub use strata_store::continuous::ManualClock as SimClock;
 
 /// One object's current version.
 #[derive(Clone, Debug)]
@@ -204,12 +177,7 @@ impl SimBucket {
 
 /// Writes `events` as one EventBridge batch file `dir/name`, atomically.
 pub fn write_batch(dir: &Path, name: &str, events: &[ChangeEvent]) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let body: String = events.iter().map(|e| format!("{}\n", to_json(e))).collect();
-    let tmp = dir.join(format!(".{}.tmp", name.replace('/', "_")));
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(tmp, path).unwrap();
+    strata_store::changes::files::write_batch_file(dir, name, events).unwrap();
 }
 
 fn fnv_etag(data: &[u8]) -> String {

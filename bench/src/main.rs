@@ -9,7 +9,6 @@
 
 mod synth;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,10 +16,9 @@ use anyhow::Result;
 use clap::Parser;
 use strata_store::backend::counting::Counting;
 use strata_store::backend::local::LocalBackend;
-use strata_store::changes::eventbridge::to_json;
-use strata_store::changes::files::FileFeed;
+use strata_store::changes::files::{write_batch_file, FileFeed};
 use strata_store::changes::ChangeFeed;
-use strata_store::continuous::{Clock, Continuous, CycleOptions};
+use strata_store::continuous::{Continuous, CycleOptions, ManualClock};
 use strata_store::ingest::IngestProgress;
 use strata_store::repo::runs::StateCursor;
 use strata_store::repo::{InitOptions, OpenOptions, Repository};
@@ -53,18 +51,6 @@ struct ContinuousArgs {
     reads: usize,
 }
 
-struct SimClock(std::sync::atomic::AtomicI64);
-
-#[async_trait::async_trait]
-impl Clock for SimClock {
-    fn now_ns(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-    async fn sleep_until(&self, t: i64) {
-        self.0.fetch_max(t, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 const PASSWORD: &[u8] = b"bench password";
 const MIN: i64 = 60 * 1_000_000_000;
 
@@ -77,24 +63,6 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn write_batch(
-    dir: &Path,
-    name: &str,
-    events: &[strata_store::changes::ChangeEvent],
-) -> Result<()> {
-    let path = dir.join(name);
-    std::fs::create_dir_all(dir)?;
-    let mut body = String::new();
-    for e in events {
-        body.push_str(&to_json(e).to_string());
-        body.push('\n');
-    }
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(tmp, path)?;
-    Ok(())
 }
 
 #[tokio::main]
@@ -121,7 +89,7 @@ async fn continuous(a: ContinuousArgs) -> Result<()> {
     )
     .await?;
     let start = 1_795_737_600 * 1_000_000_000i64;
-    let clock = Arc::new(SimClock(start.into()));
+    let clock = ManualClock::at(start);
     let capacity = a.objects + a.objects / 10;
     let bucket = Arc::new(Synth::new("bench", capacity, a.objects, start - MIN));
     let feed: Arc<dyn ChangeFeed> = Arc::new(FileFeed::dir(&feed_dir));
@@ -149,8 +117,8 @@ async fn continuous(a: ContinuousArgs) -> Result<()> {
             let n = (f64::from(a.objects) * a.change_pct / 100.0).round() as usize;
             let t = start + i64::from(cycle) * 15 * MIN;
             bucket.mutate(&mut rng, n, t - MIN);
-            write_batch(&feed_dir, &format!("{cycle:06}"), &bucket.take_events())?;
-            clock.0.store(t, std::sync::atomic::Ordering::SeqCst);
+            write_batch_file(&feed_dir, &format!("{cycle:06}"), &bucket.take_events())?;
+            clock.set(t);
             n
         };
         let (puts, bytes) = (counting.puts(), counting.bytes_put());

@@ -32,15 +32,13 @@ pub trait Clock: Send + Sync {
     async fn sleep_until(&self, t_ns: i64);
 }
 
-/// The host's clock, in whole milliseconds (so the time a point prints
-/// with selects that very point in `--at`).
+/// The host's clock.
 pub struct SystemClock;
 
 #[async_trait::async_trait]
 impl Clock for SystemClock {
     fn now_ns(&self) -> i64 {
-        let ns = crate::repo::now_ns();
-        ns - ns.rem_euclid(1_000_000)
+        crate::repo::now_ns()
     }
 
     async fn sleep_until(&self, t_ns: i64) {
@@ -48,6 +46,34 @@ impl Clock for SystemClock {
         if wait > 0 {
             tokio::time::sleep(std::time::Duration::from_nanos(wait.unsigned_abs())).await;
         }
+    }
+}
+
+/// A clock that moves only when told to; sleeping jumps to the deadline.
+/// Tests and benchmarks drive simulated days with it.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock at `t_ns`.
+    pub fn at(t_ns: i64) -> Arc<Self> {
+        Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(t_ns)))
+    }
+
+    /// Moves to `t_ns` (never backwards).
+    pub fn set(&self, t_ns: i64) {
+        self.0.fetch_max(t_ns, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Clock for ManualClock {
+    fn now_ns(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn sleep_until(&self, t_ns: i64) {
+        self.set(t_ns);
     }
 }
 

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_store::backend::local::LocalBackend;
 use strata_store::changes::files::FileFeed;
 use strata_store::changes::ChangeFeed;
 use strata_store::continuous::{Clock, Continuous, CycleOptions, CycleSummary};
 use strata_store::ingest::IngestProgress;
 use strata_store::manifest::point::Point;
 use strata_store::repo::runs::StateCursor;
-use strata_store::repo::{InitOptions, OpenOptions, Repository};
+use strata_store::repo::Repository;
 use strata_store::restore::{lookup, restore_to_dir, RestoreOptions};
 use strata_tests::sim::{write_batch, SimBucket, SimClock};
 use strata_tests::*;
@@ -21,16 +20,6 @@ use strata_tests::*;
 const MIN: i64 = 60 * 1_000_000_000;
 /// 2026-11-27T00:00:00Z.
 const DAY_START: i64 = 1_795_737_600 * 1_000_000_000;
-
-async fn local_repo(env: &Env) -> Repository {
-    let backend = Arc::new(LocalBackend::new(env.vault()).unwrap());
-    let open = OpenOptions {
-        cache_dir: Some(env.path("cache")),
-    };
-    Repository::init(backend, PASSWORD.as_bytes(), InitOptions::default(), open)
-        .await
-        .unwrap()
-}
 
 async fn listed_at(repo: &Repository, p: &Point) -> Vec<String> {
     let mut c = StateCursor::new(repo, &p.runs, p.seq, "").await.unwrap();

@@ -12,16 +12,6 @@ use strata_store::restore::{lookup, read_object};
 use strata_tests::sim::{ReadFault, SimBucket};
 use strata_tests::*;
 
-async fn repo(env: &Env) -> Repository {
-    let backend = Arc::new(LocalBackend::new(env.vault()).unwrap());
-    let open = OpenOptions {
-        cache_dir: Some(env.path("cache")),
-    };
-    Repository::init(backend, PASSWORD.as_bytes(), InitOptions::default(), open)
-        .await
-        .unwrap()
-}
-
 async fn contents_at_latest(repo: &Repository) -> BTreeMap<String, Vec<u8>> {
     let (p, _) = repo.latest_point().await.unwrap().unwrap();
     let mut c = strata_store::repo::runs::StateCursor::new(repo, &p.runs, p.seq, "")
@@ -41,7 +31,7 @@ async fn contents_at_latest(repo: &Repository) -> BTreeMap<String, Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_and_truncated_bodies_are_read_again_never_stored_short() {
     let env = Env::new();
-    let repo = repo(&env).await;
+    let repo = local_repo(&env).await;
     let bucket = SimBucket::new("b");
     let mut rng = Rng::new(6);
     bucket.put("big", rng.bytes(5 << 20, false), 1);
@@ -193,7 +183,7 @@ async fn hostile_keys_restore_inside_the_root_under_reversible_names() {
     use strata_store::restore::path::path_to_key;
     use strata_store::restore::{restore_to_dir, RestoreOptions};
     let env = Env::new();
-    let repo = repo(&env).await;
+    let repo = local_repo(&env).await;
     let bucket = SimBucket::new("b");
     let long = format!("long/{}", "é".repeat(700));
     let keys = [

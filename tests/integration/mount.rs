@@ -5,11 +5,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
 
-use strata_store::backend::local::LocalBackend;
 use strata_store::ingest::{ingest, IngestOptions};
-use strata_store::repo::{InitOptions, OpenOptions, Repository};
 use strata_store::restore::browse::{child, list_children, Child};
 use strata_tests::sim::SimBucket;
 use strata_tests::*;
@@ -120,13 +117,7 @@ fn a_mounted_point_reads_like_its_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_view_streams_pages_and_escapes_hostile_keys() {
     let env = Env::new();
-    let backend = Arc::new(LocalBackend::new(env.vault()).unwrap());
-    let open = OpenOptions {
-        cache_dir: Some(env.path("cache")),
-    };
-    let repo = Repository::init(backend, PASSWORD.as_bytes(), InitOptions::default(), open)
-        .await
-        .unwrap();
+    let repo = local_repo(&env).await;
     let bucket = SimBucket::new("b");
     for i in 0..1500 {
         bucket.put(&format!("many/{i:05}"), vec![1; 10], 0);

@@ -146,6 +146,24 @@ impl FileFeed {
     }
 }
 
+/// Writes `events` as one batch file `dir/name` in EventBridge's format,
+/// atomically (a hidden temporary file, then a rename), as a delivery
+/// stream would: for tools that replay changes, simulations and tests.
+pub fn write_batch_file(dir: &std::path::Path, name: &str, events: &[ChangeEvent]) -> Result<()> {
+    let path = dir.join(name);
+    let parent = path.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent)?;
+    let mut body = String::new();
+    for e in events {
+        body.push_str(&super::eventbridge::to_json(e).to_string());
+        body.push('\n');
+    }
+    let tmp = parent.join(format!(".{}.tmp", name.replace('/', "_")));
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(tmp, path)?;
+    Ok(())
+}
+
 fn hidden(name: &str) -> bool {
     name.rsplit('/').next().is_some_and(|f| f.starts_with('.'))
 }

@@ -59,11 +59,7 @@ impl Repository {
     /// until a commit writes them into a segment.
     pub async fn refresh_index(&self, scan_packs: bool) -> Result<IndexRefresh> {
         let mut cache = self.open_cache();
-        let listed = self.backend.list("index/").await?;
-        let mut listed: Vec<(ObjectId, u64)> = listed
-            .iter()
-            .filter_map(|l| Some((l.name.strip_prefix("index/")?.parse().ok()?, l.size)))
-            .collect();
+        let mut listed = self.list_segments().await?;
         let listed_set: HashSet<ObjectId> = listed.iter().map(|(id, _)| *id).collect();
         let covered: HashSet<ObjectId> = cache.segments().collect();
         if !covered.is_subset(&listed_set) {
@@ -123,10 +119,7 @@ impl Repository {
             .retain(|(seg, _)| !superseded.contains(seg));
         if scan_packs || !report.damaged_segments.is_empty() {
             let known: HashSet<ObjectId> = cache.packs().collect();
-            for l in self.backend.list("packs/").await? {
-                let Some(pack) = pack_id_from_name(&l.name) else {
-                    continue;
-                };
+            for pack in self.list_packs().await? {
                 if known.contains(&pack) {
                     continue;
                 }
@@ -160,6 +153,28 @@ impl Repository {
         entries.sort_by_key(|e| e.blob);
         cache.write_merged(&self.cache_path, segments, superseded, &entries)?;
         Ok(Arc::new(IndexCache::open(&self.cache_path)?))
+    }
+
+    /// Index segments in the vault, with their stored sizes.
+    pub async fn list_segments(&self) -> Result<Vec<(ObjectId, u64)>> {
+        Ok(self
+            .backend
+            .list("index/")
+            .await?
+            .iter()
+            .filter_map(|l| Some((l.name.strip_prefix("index/")?.parse().ok()?, l.size)))
+            .collect())
+    }
+
+    /// Packs in the vault.
+    pub async fn list_packs(&self) -> Result<Vec<ObjectId>> {
+        Ok(self
+            .backend
+            .list("packs/")
+            .await?
+            .iter()
+            .filter_map(|l| pack_id_from_name(&l.name))
+            .collect())
     }
 
     /// Reads and decodes one index segment, checking its name.
@@ -224,13 +239,7 @@ impl Repository {
     pub(crate) async fn compact_segments(&self) -> Result<usize> {
         let mut merged = 0;
         loop {
-            let sizes: HashMap<ObjectId, u64> = self
-                .backend
-                .list("index/")
-                .await?
-                .iter()
-                .filter_map(|l| Some((l.name.strip_prefix("index/")?.parse().ok()?, l.size)))
-                .collect();
+            let sizes: HashMap<ObjectId, u64> = self.list_segments().await?.into_iter().collect();
             let cache = self.index();
             let superseded: HashSet<ObjectId> = cache.superseded().collect();
             let mut tiers: BTreeMap<u32, Vec<ObjectId>> = BTreeMap::new();

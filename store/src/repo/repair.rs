@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use futures::StreamExt;
 
-use super::{pack_id_from_name, Repository};
+use super::Repository;
 use crate::error::{ErrorKind, Result};
 use crate::id::ObjectId;
 use crate::index::{IndexEntry, Segment};
@@ -39,19 +39,12 @@ impl Repository {
     /// Rebuilds the index from the trailers of every pack.
     pub async fn repair_index(&self) -> Result<RepairReport> {
         let old: Vec<ObjectId> = self
-            .backend()
-            .list("index/")
+            .list_segments()
             .await?
-            .iter()
-            .filter_map(|l| l.name.strip_prefix("index/")?.parse().ok())
+            .into_iter()
+            .map(|(id, _)| id)
             .collect();
-        let packs: Vec<ObjectId> = self
-            .backend()
-            .list("packs/")
-            .await?
-            .iter()
-            .filter_map(|l| pack_id_from_name(&l.name))
-            .collect();
+        let packs = self.list_packs().await?;
         let mut report = RepairReport {
             superseded: old.len() as u64,
             ..Default::default()

@@ -23,7 +23,7 @@ use crate::index::IndexEntry;
 use crate::manifest::point::Point;
 use crate::manifest::run::{Page, RunDescriptor};
 use crate::pack::PackView;
-use crate::repo::{pack_id_from_name, pack_name, page_name, segment_name, Repository};
+use crate::repo::{pack_name, page_name, segment_name, Repository};
 
 /// What to check.
 #[derive(Clone, Debug, Default)]
@@ -327,13 +327,7 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
     for e in index.values() {
         by_pack.entry(e.pack).or_default().push(*e);
     }
-    let listed: HashSet<ObjectId> = repo
-        .backend()
-        .list("packs/")
-        .await?
-        .iter()
-        .filter_map(|l| pack_id_from_name(&l.name))
-        .collect();
+    let listed: HashSet<ObjectId> = repo.list_packs().await?.into_iter().collect();
     for pack in listed.iter().filter(|p| !by_pack.contains_key(p)) {
         report.notice(
             pack_name(pack),
