@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod sim;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -62,6 +62,7 @@ pub fn generate() -> BTreeMap<&'static str, Value> {
     out.insert("run_page.json", run_pages());
     out.insert("point.json", point());
     out.insert("checkpoint.json", checkpoint());
+    out.insert("pass_state.json", pass_state());
     out.insert("chunking.json", chunking());
     out
 }
@@ -309,6 +310,63 @@ fn checkpoint() -> Value {
         "body": hex::encode(body),
         "sealed": hex::encode(sealed),
         "decoded": c,
+    })
+}
+
+fn pass_state() -> Value {
+    use strata_store::manifest::pass::{PartitionState, PassState, Totals};
+    use strata_store::manifest::run::RunDescriptor;
+    use strata_store::source::KeyRange;
+    let s = PassState {
+        seq: 4,
+        prev: ObjectId([0x44; 32]),
+        time_ns: 0,
+        source: "s3://source-bucket/".into(),
+        partitions: vec![
+            PartitionState {
+                range: KeyRange {
+                    after: String::new(),
+                    until: Some("tenant/1".into()),
+                },
+                done: true,
+                cursor: Some("tenant/1".into()),
+                totals: Totals {
+                    changed: 120,
+                    deleted: 2,
+                    unchanged: 3000,
+                    errors: 0,
+                    objects_delta: 118,
+                    bytes_delta: -4096,
+                },
+                runs: vec![RunDescriptor {
+                    root: ObjectId([0x55; 32]),
+                    height: 0,
+                    min_seq: 4,
+                    max_seq: 4,
+                    entries: 122,
+                    stored_bytes: 9000,
+                }],
+            },
+            PartitionState {
+                range: KeyRange {
+                    after: "tenant/1".into(),
+                    until: None,
+                },
+                done: false,
+                cursor: None,
+                totals: Totals::default(),
+                runs: Vec::new(),
+            },
+        ],
+    };
+    let body = s.encode().expect("fits");
+    let sealed = sealed::seal(&keys(), ObjectKind::PassState, salt(0x72), &body, 0);
+    json!({
+        "_comment": "State 2 of the pass committing point 4, sealed with salt 32x72 under the test master key, uncompressed.",
+        "name": PassState::name(4, 2),
+        "body": hex::encode(body),
+        "sealed": hex::encode(sealed),
+        "decoded": s,
     })
 }
 

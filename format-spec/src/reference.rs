@@ -172,6 +172,52 @@ pub fn checkpoint(body: &[u8]) -> (u64, Vec<(String, String)>) {
     (seq, feeds)
 }
 
+/// Decodes a pass state body: (seq, prev, source, [(after, until, done,
+/// cursor, run roots)]).
+#[allow(clippy::type_complexity)]
+pub fn pass_state(
+    body: &[u8],
+) -> (
+    u64,
+    [u8; 32],
+    String,
+    Vec<(String, Option<String>, bool, Option<String>, Vec<[u8; 32]>)>,
+) {
+    let seq = u64_at(body, 0);
+    let prev: [u8; 32] = body[8..40].try_into().unwrap();
+    let (source, mut at) = str16(body, 48);
+    let n = u32_at(body, at) as usize;
+    at += 4;
+    let mut parts = Vec::new();
+    let opt = |at: &mut usize| -> Option<String> {
+        let flag = body[*at];
+        *at += 1;
+        (flag == 1).then(|| {
+            let (s, next) = str16(body, *at);
+            *at = next;
+            s
+        })
+    };
+    for _ in 0..n {
+        let (after, next) = str16(body, at);
+        at = next;
+        let until = opt(&mut at);
+        let done = body[at] == 1;
+        at += 1;
+        let cursor = opt(&mut at);
+        at += 48;
+        let runs = u32_at(body, at) as usize;
+        at += 4;
+        let roots = (0..runs)
+            .map(|i| body[at + i * 65..at + i * 65 + 32].try_into().unwrap())
+            .collect();
+        at += runs * 65;
+        parts.push((after, until, done, cursor, roots));
+    }
+    assert_eq!(at, body.len());
+    (seq, prev, source, parts)
+}
+
 /// An index entry as (blob id, pack id, offset).
 pub type RefIndexEntry = ([u8; 32], [u8; 32], u64);
 

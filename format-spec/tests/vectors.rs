@@ -195,12 +195,45 @@ fn checkpoint() {
 }
 
 #[test]
+fn pass_state() {
+    use strata_store::manifest::pass::PassState;
+    let v = load("pass_state.json");
+    let sealed_bytes = hex(&v["sealed"]);
+    let body = sealed::open(&keys(), ObjectKind::PassState, &sealed_bytes).unwrap();
+    let s = PassState::decode(&body).unwrap();
+    assert_eq!(serde_json::to_value(&s).unwrap(), v["decoded"]);
+    assert_eq!(PassState::name(s.seq, 2), v["name"].as_str().unwrap());
+    let (seq, prev, source, parts) = reference::pass_state(
+        &reference::open_sealed(&RefKeys::new(&test_master()), &sealed_bytes, 8).unwrap(),
+    );
+    assert_eq!(
+        (seq, prev, source.as_str()),
+        (s.seq, s.prev.0, s.source.as_str())
+    );
+    let ours: Vec<_> = s
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.range.after.clone(),
+                p.range.until.clone(),
+                p.done,
+                p.cursor.clone(),
+                p.runs.iter().map(|r| r.root.0).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(parts, ours);
+}
+
+#[test]
 fn every_single_bit_flip_in_every_sealed_vector_is_detected() {
     let k = keys();
     for (file, field, kind) in [
         ("config.json", "sealed", ObjectKind::Config),
         ("point.json", "sealed", ObjectKind::Point),
         ("checkpoint.json", "sealed", ObjectKind::Checkpoint),
+        ("pass_state.json", "sealed", ObjectKind::PassState),
         ("index_segment.json", "sealed", ObjectKind::IndexSegment),
     ] {
         let bytes = hex(&load(file)[field]);

@@ -61,6 +61,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     context: Vec<String>,
+    /// How long the server asked the caller to wait (`Retry-After`).
+    retry_after: Option<std::time::Duration>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -75,6 +77,7 @@ impl Error {
             kind,
             message: message.into(),
             context: Vec::new(),
+            retry_after: None,
             source: None,
         }
     }
@@ -93,6 +96,18 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// Records the wait a server asked for before a retry (`Retry-After`).
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The wait the server asked for before a retry, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     /// Adds where it happened (an object name, a key), outermost last.

@@ -61,6 +61,7 @@ fn decode_everything(data: &[u8]) {
         ObjectKind::RunPage,
         ObjectKind::Point,
         ObjectKind::Checkpoint,
+        ObjectKind::PassState,
     ] {
         let _ = sealed::open(&k, kind, data);
     }
@@ -68,6 +69,7 @@ fn decode_everything(data: &[u8]) {
     let _ = Page::decode(data);
     let _ = Point::decode(data);
     let _ = Checkpoint::decode(data);
+    let _ = strata_store::manifest::pass::PassState::decode(data);
     let _ = strata_store::changes::eventbridge::parse_batch(data);
     let _ = Config::decode(data);
     let _ = KeyFile::decode(data);

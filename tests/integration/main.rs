@@ -14,3 +14,4 @@ mod password;
 mod roundtrip;
 mod s3;
 mod tamper;
+mod throttle;

@@ -155,6 +155,28 @@ pub struct IngestArgs {
     /// catch events the feed dropped (0: never).
     #[arg(long, default_value_t = 96, value_name = "N")]
     pub reconcile_every: u64,
+    /// Never send the source more than this many requests per second in
+    /// all (the scheduler also backs off per partition on 503 SlowDown).
+    #[arg(long, value_name = "N")]
+    pub max_requests_per_second: Option<f64>,
+    /// Never read from the source faster than this (bytes/s; K, M, G).
+    #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+    pub max_bandwidth: Option<u64>,
+    /// Split a full pass into about this many partitions (key ranges).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub partitions: usize,
+    /// Take partition boundaries from an S3 Inventory report: its
+    /// manifest.json (a path, or s3://bucket/key).
+    #[arg(long, value_name = "MANIFEST")]
+    pub inventory: Option<String>,
+    /// Record each partition's progress in the vault this often, so a
+    /// killed pass resumes there (e.g. 30s, 5m).
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
+    pub checkpoint_interval: std::time::Duration,
+    /// Run every partition at this fixed concurrency, with no rate
+    /// adaptation (as a copy tool would; for comparisons).
+    #[arg(long, value_name = "N", hide = true)]
+    pub fixed_concurrency: Option<usize>,
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {

@@ -198,10 +198,20 @@ pub fn map_err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stat
         .message()
         .map(str::to_string)
         .unwrap_or_else(|| format!("{e}"));
-    Error::new(
+    let retry_after = e
+        .raw_response()
+        .and_then(|r| r.headers().get("retry-after"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+    let err = Error::new(
         kind,
         format!("{what}: {code} {}", detail).replace("  ", " "),
-    )
+    );
+    match retry_after {
+        Some(wait) => err.with_retry_after(wait),
+        None => err,
+    }
 }
 
 impl S3Backend {

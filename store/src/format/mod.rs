@@ -49,6 +49,8 @@ pub enum ObjectKind {
     Point = 6,
     /// Change-feed positions after a point (`checkpoints/…`).
     Checkpoint = 7,
+    /// Progress of an unfinished full pass (`passes/…`).
+    PassState = 8,
 }
 
 impl ObjectKind {
@@ -62,6 +64,7 @@ impl ObjectKind {
             5 => ObjectKind::RunPage,
             6 => ObjectKind::Point,
             7 => ObjectKind::Checkpoint,
+            8 => ObjectKind::PassState,
             _ => return None,
         })
     }
@@ -76,6 +79,7 @@ impl ObjectKind {
             ObjectKind::RunPage => "run page",
             ObjectKind::Point => "point",
             ObjectKind::Checkpoint => "checkpoint",
+            ObjectKind::PassState => "pass state",
         }
     }
 }

@@ -1,38 +1,54 @@
 //! One backup pass: compare the source with the latest point, store what
 //! changed, and commit a new point.
 //!
-//! Data flow: source listing (sorted) is merge-joined with the state of the
-//! latest point — or, with a change set from a feed, only the keys it
-//! names are looked up there and at the source; unchanged objects (same
-//! size, mtime, mode, ETag, version) cost nothing; changed objects go to a bounded set of blocking workers that
-//! read, chunk, hash, dedup, compress and encrypt into packs; full packs go
-//! over a bounded channel to the uploader; entries come back in key order
-//! into the point's run. Then [`Repository::commit`] writes index segment,
-//! run pages and the time-index entry, in that order.
+//! Data flow: the [`plan`]ner splits the key space into partitions; each
+//! partition ([`partition`]) lists its range page by page and merge-joins
+//! it with the latest point's state of the range — or, with a change set
+//! from a feed, one partition looks up only the keys it names. Unchanged
+//! objects (same size, mtime, mode, ETag, version) cost nothing; changed
+//! objects wait for a slot on their partition's lane in the [`scheduler`]
+//! (which backs off where the source pushes back) and then for one of a
+//! bounded set of blocking workers that read, chunk, hash, dedup, compress
+//! and encrypt into packs; full packs go over a bounded channel to the
+//! uploader; entries come back in key order into the partition's runs.
+//! Then the partitions' runs are concatenated and [`Repository::commit`]
+//! writes index segment, run pages and the time-index entry, in that order.
 //!
-//! Resuming: packs that an interrupted pass uploaded are found by listing
+//! Resuming: every checkpoint interval the pass records each partition's
+//! progress in the vault (`passes/<seq>/<n>`); a pass that finds a state
+//! for the point it is about to commit, made from the same latest point,
+//! skips finished partitions and continues the others after their
+//! cursors. Packs that an interrupted pass uploaded are found by listing
 //! `packs/` and indexed from their trailers, so their blobs are not
 //! uploaded again.
 
 mod packer;
+mod partition;
+pub mod plan;
+mod read;
+pub mod scheduled;
+pub mod scheduler;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
-use crate::changes::{ChangeEvent, ChangeKind, ChangeSet};
+use crate::changes::ChangeSet;
 use crate::error::{Error, ErrorKind, Result};
+use crate::id::ObjectId;
+use crate::manifest::pass::{PartitionState, PassState, Totals};
 use crate::manifest::point::PointStats;
-use crate::manifest::{Entry, ObjectMeta};
+use crate::manifest::ObjectMeta;
 use crate::repo::now_ns;
-use crate::repo::runs::StateCursor;
 use crate::repo::{CommitRequest, Repository};
-use crate::source::{Source, SourceObject};
+use crate::source::Source;
 use packer::Packer;
+use partition::{lock, PassCtx};
+use scheduled::ScheduledSource;
+use scheduler::{LaneMap, Scheduler, SchedulerOptions};
 
 /// Options for one pass.
 #[derive(Clone, Debug, Default)]
@@ -47,7 +63,23 @@ pub struct IngestOptions {
     /// Only these keys changed (from a change feed). `None`: list the
     /// whole source and diff it against the last point.
     pub changes: Option<ChangeSet>,
+    /// How requests to the source are paced.
+    pub schedule: SchedulerOptions,
+    /// Partitions to split a full pass into (default [`DEFAULT_PARTITIONS`]).
+    pub partitions: Option<usize>,
+    /// Partitions worked at once (default: 4 per worker, at least 8).
+    pub active_partitions: Option<usize>,
+    /// How often progress is recorded in the vault (default 30 s).
+    pub checkpoint_interval: Option<Duration>,
+    /// Partition boundaries to use instead of planning (e.g. sampled from
+    /// an S3 Inventory report): sorted keys, each ending a partition.
+    pub boundaries: Option<Vec<String>>,
 }
+
+/// Partitions a full pass is split into unless told otherwise.
+pub const DEFAULT_PARTITIONS: usize = 64;
+/// Progress is recorded this often unless told otherwise.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Live counters, for progress display.
 #[derive(Debug, Default)]
@@ -64,6 +96,25 @@ pub struct IngestProgress {
     pub read_bytes: AtomicU64,
     /// Bytes stored in new packs.
     pub stored_bytes: AtomicU64,
+    /// Entries the source could not represent.
+    pub skipped: AtomicU64,
+    /// Partitions in the pass.
+    pub partitions: AtomicU64,
+    /// Partitions finished.
+    pub partitions_done: AtomicU64,
+    /// Partitions being worked.
+    pub partitions_active: AtomicU64,
+    /// Objects the pass expects to look at, when known in advance.
+    pub expected_objects: AtomicU64,
+    /// The pass's scheduler (requests, throttling, lanes), once it runs.
+    pub scheduler: Mutex<Option<Arc<Scheduler>>>,
+}
+
+impl IngestProgress {
+    /// The running pass's scheduler, if any.
+    pub fn scheduler(&self) -> Option<Arc<Scheduler>> {
+        lock(&self.scheduler).clone()
+    }
 }
 
 /// What a pass did.
@@ -97,31 +148,25 @@ pub struct IngestSummary {
     pub packs_written: u64,
     /// Packs from an interrupted pass indexed instead of re-uploaded.
     pub recovered_packs: u64,
+    /// Partitions the pass was split into.
+    pub partitions: u64,
+    /// Partitions finished by an earlier, interrupted run of this pass.
+    pub resumed_partitions: u64,
+    /// Requests sent to the source.
+    pub requests: u64,
+    /// Requests the source pushed back on (503 SlowDown, 5xx, timeouts).
+    pub throttled: u64,
+    /// Requests sent again after back-pressure.
+    pub retries: u64,
     /// Wall time in seconds.
     pub elapsed_s: f64,
 }
 
-enum Pending {
-    /// A deletion found without reading: the entry and the size it removes.
-    Deleted(Entry, u64),
-    /// A job reading the key; the previous version's size, if it had one.
-    Job(JoinHandle<Result<Outcome>>, String, Option<u64>),
-}
-
-enum Outcome {
+/// What reading one object came to.
+pub(crate) enum Outcome {
     Stored(ObjectMeta),
     Vanished,
     Unchanged,
-}
-
-/// What the pass looks at for one key.
-enum Candidate {
-    /// Listed by the source, with the last point's version of the key.
-    Listed(SourceObject, Option<ObjectMeta>),
-    /// In the last point, absent from the listing.
-    Gone(String, ObjectMeta),
-    /// Named by a change event: look at what the source holds now.
-    Changed(String, ChangeEvent, Option<ObjectMeta>),
 }
 
 /// Runs one pass of `source` into `repo` and commits a point.
@@ -141,35 +186,73 @@ pub async fn ingest(
     }
     let prev = repo.latest_point().await?;
     let seq = prev.as_ref().map_or(0, |(p, _)| p.seq + 1);
+    let prev_hash = prev.as_ref().map(|(_, h)| *h).unwrap_or_default();
 
-    let (listing, skipped) = match &opts.changes {
+    let scheduler = Arc::new(Scheduler::new(opts.schedule.clone()));
+    *lock(&progress.scheduler) = Some(scheduler.clone());
+    let lanes = Arc::new(LaneMap::default());
+    lanes.insert("", scheduler.add_lane("planning", None));
+    let scheduled: Arc<dyn Source> = Arc::new(ScheduledSource::new(
+        source.clone(),
+        scheduler.clone(),
+        lanes.clone(),
+    ));
+
+    // The partitions: one for a change set; else resumed or planned.
+    let described = source.describe();
+    let mut state_n = 0;
+    let mut fixed_time = opts.time_ns;
+    let partitions = match &opts.changes {
         Some(changes) => {
             progress
-                .listed_objects
+                .expected_objects
                 .store(changes.len() as u64, Ordering::Relaxed);
-            (Vec::new(), 0)
+            vec![PartitionState::default()]
         }
-        None => {
-            let (listing, skipped) = source.list().await?;
-            progress
-                .listed_objects
-                .store(listing.len() as u64, Ordering::Relaxed);
-            progress
-                .listed_bytes
-                .store(listing.iter().map(|o| o.size).sum(), Ordering::Relaxed);
-            (listing, skipped)
+        None => match resume(repo, seq, prev_hash, &described).await? {
+            Some((state, n)) => {
+                state_n = n + 1;
+                if state.time_ns != 0 {
+                    fixed_time = Some(state.time_ns);
+                }
+                state.partitions
+            }
+            None => {
+                let ranges = match &opts.boundaries {
+                    Some(b) => plan::ranges_from(plan::thin(
+                        b.iter().cloned().collect(),
+                        opts.partitions.unwrap_or(DEFAULT_PARTITIONS),
+                    )),
+                    None => {
+                        plan::plan(&*scheduled, opts.partitions.unwrap_or(DEFAULT_PARTITIONS))
+                            .await?
+                    }
+                };
+                ranges
+                    .into_iter()
+                    .map(|range| PartitionState {
+                        range,
+                        ..Default::default()
+                    })
+                    .collect()
+            }
+        },
+    };
+    let resumed = partitions.iter().filter(|p| p.done).count() as u64;
+    progress
+        .partitions
+        .store(partitions.len() as u64, Ordering::Relaxed);
+    progress.partitions_done.store(resumed, Ordering::Relaxed);
+    tracing::info!(partitions = partitions.len(), resumed, "pass planned");
+    // A change set is stamped when its events are known; a full pass when
+    // it ends (below). Whole milliseconds, as times print.
+    let change_time = match (&opts.changes, fixed_time) {
+        (Some(changes), None) => {
+            let observed = scheduled.clock_ns().await?.unwrap_or_else(now_ns);
+            Some((observed - observed.rem_euclid(1_000_000)).max(changes.newest_ns))
         }
+        _ => None,
     };
-    // The state is observed from now on, by the source's clock where it
-    // has one (an S3 server's Date), else the host's; events carry the
-    // source's clock too, so a point never predates a change it holds.
-    // Whole milliseconds, as times print.
-    let observed = match opts.time_ns {
-        Some(t) => t,
-        None => source.clock_ns().await?.unwrap_or_else(now_ns),
-    };
-    let time_ns = (observed - observed.rem_euclid(1_000_000))
-        .max(opts.changes.as_ref().map_or(0, |c| c.newest_ns));
 
     let workers = opts
         .workers
@@ -178,442 +261,242 @@ pub async fn ingest(
     let target = opts
         .pack_target_size
         .unwrap_or(repo.config().pack_target_size) as usize;
-    let packer = Arc::new(Packer::start(repo, target, progress.clone()));
-    let semaphore = Arc::new(Semaphore::new(workers));
-
-    let mut summary = IngestSummary {
-        seq,
-        skipped,
-        recovered_packs: refresh.recovered_packs.len() as u64,
-        ..Default::default()
-    };
-    // Totals move by the changes: a pass costs what changed, not the bucket.
-    let mut stats = PointStats {
-        objects: prev.as_ref().map_or(0, |(p, _)| p.stats.objects),
-        bytes: prev.as_ref().map_or(0, |(p, _)| p.stats.bytes),
-        ..Default::default()
-    };
-    let mut pass = Pass {
+    let lane_ids: Vec<usize> = partitions
+        .iter()
+        .map(|p| {
+            let lane = scheduler.add_lane(&p.range.after, None);
+            lanes.insert(&p.range.after, lane);
+            lane
+        })
+        .collect();
+    let ctx = PassCtx {
         repo,
-        builder: repo.run_builder(),
-        queue: VecDeque::new(),
-        summary: &mut summary,
-        stats: &mut stats,
+        source: scheduled.clone(),
+        scheduler: scheduler.clone(),
+        packer: Arc::new(Packer::start(repo, target, progress.clone())),
+        workers: Arc::new(Semaphore::new(workers)),
         seq,
-        progress: &progress,
+        prev: prev.as_ref().map(|(p, _)| p),
+        progress: progress.clone(),
+        epoch: AtomicU64::new(0),
+        max_queue: 64 + workers * 4,
+        states: Mutex::new(partitions.clone()),
+        errors: Mutex::new(Vec::new()),
     };
-    let max_queue = 64 + workers * 4;
-    let mut candidates = Candidates::new(
-        repo,
-        prev.as_ref().map(|(p, _)| p),
-        listing,
-        opts.changes.as_ref(),
-    )
-    .await?;
-    while let Some(candidate) = candidates.next().await? {
-        let job = |key: String, previous: Option<&ObjectMeta>, work: Work| {
-            let (src, pk, sem) = (source.clone(), packer.clone(), semaphore.clone());
-            let prev_size = previous.map(|m| m.size);
-            let previous = previous.cloned();
-            async move {
-                let permit = sem
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::new(ErrorKind::Cancelled, "worker pool closed"))?;
-                let k = key.clone();
-                let handle = tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    match work {
-                        Work::Store(obj) => store_object(&*src, &pk, obj),
-                        Work::Check => check_and_store(&*src, &pk, k, previous.as_ref()),
-                    }
-                });
-                Ok::<_, Error>(Pending::Job(handle, key, prev_size))
+    let record = opts.changes.is_none();
+    let mut recorded = PassState {
+        seq,
+        prev: prev_hash,
+        time_ns: fixed_time.unwrap_or(0),
+        source: described.clone(),
+        partitions: Vec::new(),
+    };
+    let mut todo: std::collections::VecDeque<usize> = (0..partitions.len())
+        .filter(|&i| !partitions[i].done)
+        .collect();
+    let active = opts
+        .active_partitions
+        .unwrap_or((workers * 4).max(8))
+        .max(1);
+    let interval = opts
+        .checkpoint_interval
+        .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL)
+        .max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < active {
+            let Some(i) = todo.pop_front() else { break };
+            let changes = opts.changes.as_ref();
+            let (ctx, state, lane) = (&ctx, partitions[i].clone(), lane_ids[i]);
+            running.push(partition::run(ctx, i, lane, state, changes));
+        }
+        progress
+            .partitions_active
+            .store(running.len() as u64, Ordering::Relaxed);
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            done = running.next() => {
+                if let Some(r) = done {
+                    r?;
+                }
+                // Recorded at the next tick: a short pass writes no state.
+                progress.partitions_done.fetch_add(1, Ordering::Relaxed);
             }
-        };
-        let item = match candidate {
-            Candidate::Gone(key, meta) => Pending::Deleted(
-                Entry {
-                    key,
-                    seq,
-                    object: None,
-                },
-                meta.size,
-            ),
-            Candidate::Listed(obj, Some(meta)) if unchanged(&meta, &obj) => {
-                pass.summary.unchanged += 1;
-                progress.done_objects.fetch_add(1, Ordering::Relaxed);
-                progress.done_bytes.fetch_add(meta.size, Ordering::Relaxed);
-                continue;
+            _ = tick.tick() => {
+                if record {
+                    checkpoint(&ctx, &mut recorded, &mut state_n).await?;
+                }
+                log_progress(&progress, &scheduler);
             }
-            Candidate::Listed(obj, previous) => {
-                job(obj.key.clone(), previous.as_ref(), Work::Store(obj)).await?
-            }
-            Candidate::Changed(_, event, Some(meta)) if event_matches(&event, &meta) => {
-                // A duplicate or late event of the version already recorded.
-                pass.summary.unchanged += 1;
-                progress.done_objects.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            Candidate::Changed(key, _, previous) => {
-                job(key, previous.as_ref(), Work::Check).await?
-            }
-        };
-        pass.queue.push_back(item);
-        while pass.queue.len() >= max_queue {
-            pass.drain_one().await?;
         }
     }
-    while !pass.queue.is_empty() {
-        pass.drain_one().await?;
-    }
-    drop(candidates);
-    let mut builder = pass.builder;
+    drop(running);
+    let PassCtx {
+        packer,
+        states,
+        errors,
+        ..
+    } = ctx;
+    let states = states
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
 
     // All packs uploaded before anything refers to them.
     let packer =
         Arc::try_unwrap(packer).map_err(|_| Error::new(ErrorKind::Io, "packer still in use"))?;
     let packed = packer.finish().await?;
-    let run = builder.finish();
-    repo.store_pages(builder.take_ready()).await?;
+    let mut totals = Totals::default();
+    let mut runs = Vec::new();
+    for p in &states {
+        totals.add(&p.totals);
+        runs.extend(p.runs.iter().cloned());
+    }
+    let run = repo.concat_runs(&runs).await?;
 
+    let time_ns = match (fixed_time, change_time) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => {
+            let t = scheduled.clock_ns().await?.unwrap_or_else(now_ns);
+            t - t.rem_euclid(1_000_000)
+        }
+    };
     let mut index_entries = packed.entries;
     index_entries.extend(refresh.recovered);
-    stats.puts = summary.changed;
-    stats.deletes = summary.deleted;
-    stats.new_packs = packed.packs;
-    stats.new_stored_bytes = packed.stored_bytes;
+    let base = prev.as_ref().map(|(p, _)| p.stats).unwrap_or_default();
+    let stats = PointStats {
+        objects: add_signed(base.objects, totals.objects_delta),
+        bytes: add_signed(base.bytes, totals.bytes_delta),
+        puts: totals.changed,
+        deletes: totals.deleted,
+        new_packs: packed.packs,
+        new_stored_bytes: packed.stored_bytes,
+    };
     let point = repo
         .commit(
             prev.as_ref(),
             CommitRequest {
                 time_ns,
-                source: source.describe(),
+                source: described,
                 run,
                 index_entries,
                 stats,
             },
         )
         .await?;
-    summary.seq = point.seq;
-    summary.time_ns = point.time_ns;
-    summary.objects = stats.objects;
-    summary.bytes = stats.bytes;
-    summary.bytes_read = progress.read_bytes.load(Ordering::Relaxed);
-    summary.new_blobs = packed.blobs;
-    summary.new_stored_bytes = packed.stored_bytes;
-    summary.packs_written = packed.packs;
-    summary.elapsed_s = started.elapsed().as_secs_f64();
-    Ok(summary)
+    let counters = &scheduler.counters;
+    Ok(IngestSummary {
+        seq: point.seq,
+        time_ns: point.time_ns,
+        objects: stats.objects,
+        bytes: stats.bytes,
+        changed: totals.changed,
+        deleted: totals.deleted,
+        unchanged: totals.unchanged,
+        skipped: progress.skipped.load(Ordering::Relaxed),
+        errors: errors
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        bytes_read: progress.read_bytes.load(Ordering::Relaxed),
+        new_blobs: packed.blobs,
+        new_stored_bytes: packed.stored_bytes,
+        packs_written: packed.packs,
+        recovered_packs: refresh.recovered_packs.len() as u64,
+        partitions: states.len() as u64,
+        resumed_partitions: resumed,
+        requests: counters.requests.load(Ordering::Relaxed),
+        throttled: counters.throttled.load(Ordering::Relaxed),
+        retries: counters.retries.load(Ordering::Relaxed),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
 }
 
-/// What a job does with its key.
-enum Work {
-    /// Read and store this listed object.
-    Store(SourceObject),
-    /// Look at what the source holds now; store it if it differs.
-    Check,
-}
-
-/// The candidates of one pass, in key order: a merge-join of the listing
-/// with the last point's state, or the keys of a change set each looked
-/// up in the last point.
-struct Candidates<'r> {
-    repo: &'r Repository,
-    prev: Option<&'r crate::manifest::point::Point>,
-    listing: std::iter::Peekable<std::vec::IntoIter<SourceObject>>,
-    prev_cursor: Option<StateCursor<'r>>,
-    prev_head: Option<Entry>,
-    changes: Option<std::collections::btree_map::Iter<'r, String, ChangeEvent>>,
-}
-
-impl<'r> Candidates<'r> {
-    async fn new(
-        repo: &'r Repository,
-        prev: Option<&'r crate::manifest::point::Point>,
-        listing: Vec<SourceObject>,
-        changes: Option<&'r ChangeSet>,
-    ) -> Result<Candidates<'r>> {
-        let changes = changes.map(ChangeSet::iter);
-        let mut prev_cursor = match (prev, &changes) {
-            (Some(p), None) => Some(StateCursor::new(repo, &p.runs, p.seq, "").await?),
-            _ => None,
-        };
-        let prev_head = match &mut prev_cursor {
-            Some(c) => c.next().await?,
-            None => None,
-        };
-        Ok(Candidates {
-            repo,
-            prev,
-            listing: listing.into_iter().peekable(),
-            prev_cursor,
-            prev_head,
-            changes,
-        })
-    }
-
-    async fn advance_prev(&mut self) -> Result<Option<Entry>> {
-        let next = match &mut self.prev_cursor {
-            Some(c) => c.next().await?,
-            None => None,
-        };
-        Ok(std::mem::replace(&mut self.prev_head, next))
-    }
-
-    async fn next(&mut self) -> Result<Option<Candidate>> {
-        if let Some(changes) = &mut self.changes {
-            let Some((key, event)) = changes.next() else {
-                return Ok(None);
-            };
-            let (key, event) = (key.clone(), event.clone());
-            let previous = match self.prev {
-                Some(p) => crate::restore::lookup(self.repo, p, &key)
-                    .await?
-                    .and_then(|e| e.object),
-                None => None,
-            };
-            return Ok(Some(Candidate::Changed(key, event, previous)));
-        }
-        let listed = self.listing.peek().map(|o| o.key.as_bytes());
-        let recorded = self.prev_head.as_ref().map(|e| e.key.as_bytes());
-        match (listed, recorded) {
-            (None, None) => Ok(None),
-            // In the last point, gone from the source: a deletion.
-            (l, Some(r)) if l.is_none_or(|l| r < l) => {
-                let e = self.advance_prev().await?.expect("peeked");
-                let meta = e.object.expect("state cursors yield live entries");
-                Ok(Some(Candidate::Gone(e.key, meta)))
-            }
-            (_, r) => {
-                let obj = self.listing.next().expect("peeked");
-                let previous = if r == Some(obj.key.as_bytes()) {
-                    self.advance_prev().await?.and_then(|e| e.object)
-                } else {
-                    None
-                };
-                Ok(Some(Candidate::Listed(obj, previous)))
-            }
-        }
+fn add_signed(base: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        base.saturating_add(delta.unsigned_abs())
+    } else {
+        base.saturating_sub(delta.unsigned_abs())
     }
 }
 
-fn unchanged(meta: &ObjectMeta, obj: &SourceObject) -> bool {
-    meta.size == obj.size
-        && meta.mtime_ns == obj.mtime_ns
-        && meta.mode == obj.mode
-        && meta.etag == obj.etag
-        && meta.version_id == obj.version_id
+/// Records the partitions' progress: the states as last cut, once the
+/// blobs their runs name are uploaded; then asks partitions to cut again.
+async fn checkpoint(ctx: &PassCtx<'_>, recorded: &mut PassState, n: &mut u32) -> Result<()> {
+    let snapshot = lock(&ctx.states).clone();
+    if snapshot == recorded.partitions {
+        ctx.epoch.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    ctx.packer.flush().await?;
+    recorded.partitions = snapshot;
+    ctx.repo.put_pass_state(recorded, *n).await?;
+    tracing::debug!(seq = recorded.seq, n = *n, "pass progress recorded");
+    *n += 1;
+    ctx.epoch.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
-/// True when `event` announces exactly the version `meta` records.
-fn event_matches(event: &ChangeEvent, meta: &ObjectMeta) -> bool {
-    event.kind == ChangeKind::Created
-        && !event.etag.is_empty()
-        && event.etag == meta.etag.trim_matches('"')
-        && event.version_id == meta.version_id
-        && event.size.is_none_or(|s| s == meta.size)
+fn log_progress(progress: &IngestProgress, scheduler: &Scheduler) {
+    let c = &scheduler.counters;
+    tracing::info!(
+        partitions = progress.partitions.load(Ordering::Relaxed),
+        done = progress.partitions_done.load(Ordering::Relaxed),
+        active = progress.partitions_active.load(Ordering::Relaxed),
+        objects = progress.done_objects.load(Ordering::Relaxed),
+        requests = c.requests.load(Ordering::Relaxed),
+        throttled = c.throttled.load(Ordering::Relaxed),
+        bytes = c.bytes.load(Ordering::Relaxed),
+        "pass progress"
+    );
 }
 
-/// The state of one pass's output: the run being built and the totals.
-struct Pass<'a> {
-    repo: &'a Repository,
-    builder: crate::manifest::run::RunBuilder,
-    queue: VecDeque<Pending>,
-    summary: &'a mut IngestSummary,
-    stats: &'a mut PointStats,
+/// The latest recorded state of the pass that would commit `seq` from the
+/// point `prev`, with each partition's runs checked: a run naming a blob
+/// the vault does not hold (its pack never finished uploading) sends its
+/// partition back to the start of its range.
+async fn resume(
+    repo: &Repository,
     seq: u64,
-    progress: &'a IngestProgress,
-}
-
-impl Pass<'_> {
-    async fn drain_one(&mut self) -> Result<()> {
-        let Some(item) = self.queue.pop_front() else {
-            return Ok(());
-        };
-        let seq = self.seq;
-        let entry = match item {
-            Pending::Deleted(entry, size) => {
-                self.remove(size);
-                Some(entry)
-            }
-            Pending::Job(handle, key, prev_size) => {
-                let outcome = handle
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
-                self.progress.done_objects.fetch_add(1, Ordering::Relaxed);
-                match outcome {
-                    Ok(Outcome::Stored(meta)) => {
-                        let p = self.progress;
-                        p.read_bytes.fetch_add(meta.size, Ordering::Relaxed);
-                        p.done_bytes.fetch_add(meta.size, Ordering::Relaxed);
-                        self.summary.changed += 1;
-                        match prev_size {
-                            Some(old) => {
-                                self.stats.bytes = self.stats.bytes.saturating_sub(old) + meta.size;
-                            }
-                            None => {
-                                self.stats.objects += 1;
-                                self.stats.bytes += meta.size;
-                            }
-                        }
-                        Some(Entry {
-                            key,
-                            seq,
-                            object: Some(meta),
-                        })
-                    }
-                    Ok(Outcome::Vanished) => prev_size.map(|old| {
-                        self.remove(old);
-                        Entry {
-                            key,
-                            seq,
-                            object: None,
-                        }
-                    }),
-                    Ok(Outcome::Unchanged) => {
-                        self.summary.unchanged += 1;
-                        None
-                    }
-                    Err(e) if matches!(e.kind(), ErrorKind::Io | ErrorKind::NotFound) => {
-                        // The object keeps its previous version (if any); the
-                        // pass goes on and reports it.
-                        tracing::warn!(%key, error = %e, "could not read object");
-                        self.summary.errors.push(format!("{key}: {e}"));
-                        None
-                    }
-                    Err(e) => return Err(e.context(key)),
-                }
-            }
-        };
-        if let Some(e) = entry {
-            self.builder.push(e)?;
-            let ready = self.builder.take_ready();
-            if !ready.is_empty() {
-                self.repo.store_pages(ready).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Counts a deletion of an object of `size` bytes.
-    fn remove(&mut self, size: u64) {
-        self.summary.deleted += 1;
-        self.stats.objects = self.stats.objects.saturating_sub(1);
-        self.stats.bytes = self.stats.bytes.saturating_sub(size);
-    }
-}
-
-/// Looks at what the source holds for `key` now: gone, the version
-/// `previous` records, or something to store.
-fn check_and_store(
-    source: &dyn Source,
-    packer: &Packer,
-    key: String,
-    previous: Option<&ObjectMeta>,
-) -> Result<Outcome> {
-    let probe = SourceObject {
-        key,
-        ..Default::default()
+    prev: ObjectId,
+    source: &str,
+) -> Result<Option<(PassState, u32)>> {
+    let Some((mut state, n)) = repo.latest_pass_state(seq).await? else {
+        return Ok(None);
     };
-    match source.restat(&probe)? {
-        None => Ok(Outcome::Vanished),
-        Some(now) if previous.is_some_and(|m| unchanged(m, &now)) => Ok(Outcome::Unchanged),
-        Some(now) => store_object(source, packer, now),
+    if state.prev != prev || state.source != source {
+        tracing::info!(
+            seq,
+            "an interrupted pass of another source or base is not resumed"
+        );
+        return Ok(None);
     }
-}
-
-/// Reads of one object before giving up on it for this pass.
-const MAX_READS: u32 = 3;
-
-/// Reads one object into packs; re-reads (up to [`MAX_READS`] times) if it
-/// changed while being read, the read failed, or a pinned read came back
-/// short, so the stored bytes always match the stored metadata.
-fn store_object(source: &dyn Source, packer: &Packer, mut obj: SourceObject) -> Result<Outcome> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (reader, meta) = match source.open(&obj) {
-            Ok(r) => r,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Outcome::Vanished),
-            // A failed precondition: the object changed since the listing.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < MAX_READS => {
-                match source.restat(&SourceObject {
-                    version_id: String::new(),
-                    etag: String::new(),
-                    ..obj.clone()
-                })? {
-                    Some(now) => {
-                        obj = SourceObject {
-                            key: obj.key,
-                            ..now
-                        };
-                        continue;
-                    }
-                    None => return Ok(Outcome::Vanished),
+    for p in &mut state.partitions {
+        let mut whole = true;
+        'runs: for run in &p.runs {
+            let mut c = crate::repo::runs::RunCursor::start(repo, run).await?;
+            while let Some(e) = c.next().await? {
+                let chunks = e.object.iter().flat_map(|o| o.chunks.iter());
+                if chunks.into_iter().any(|b| repo.blob_entry(b).is_none()) {
+                    whole = false;
+                    break 'runs;
                 }
             }
-            Err(e) => return Err(e),
-        };
-        let mut chunks = Vec::new();
-        let read = match packer.chunker().for_each_chunk(reader, meta.size, |data| {
-            chunks.push(packer.store_blob(data)?);
-            Ok(())
-        }) {
-            Ok(n) => n,
-            // A reset connection or a failing read mid-object: read again.
-            Err(e)
-                if matches!(e.kind(), ErrorKind::Io | ErrorKind::Transient)
-                    && attempt < MAX_READS =>
-            {
-                tracing::warn!(key = %obj.key, attempt, error = %e, "read failed; reading again");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        // A pinned read (version id or ETag) promised exactly `meta.size`
-        // bytes: fewer is a truncated body, never stored.
-        let pinned = !meta.version_id.is_empty() || !meta.etag.is_empty();
-        if pinned && read != meta.size {
-            if attempt < MAX_READS {
-                tracing::warn!(key = %obj.key, read, size = meta.size, "short read; reading again");
-                continue;
-            }
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "read {read} of {} bytes {MAX_READS} times (truncated bodies); not recorded",
-                    meta.size
-                ),
-            ));
         }
-        let Some(now) = source.restat(&meta)? else {
-            return Ok(Outcome::Vanished);
-        };
-        let stable = now.size == read
-            && now.mtime_ns == meta.mtime_ns
-            && now.etag == meta.etag
-            && now.size == meta.size;
-        if stable || attempt >= MAX_READS {
-            if !stable {
-                tracing::warn!(key = %obj.key, "object kept changing while read; recording the last read");
-            }
-            return Ok(Outcome::Stored(ObjectMeta {
-                size: read,
-                mtime_ns: now.mtime_ns,
-                mode: now.mode,
-                version_id: meta.version_id,
-                etag: meta.etag,
-                system: meta.system,
-                user: meta.user,
-                tags: meta.tags,
-                chunks,
-            }));
+        if !whole {
+            tracing::warn!(range = ?p.range, "recorded progress names blobs the vault lacks; redoing the partition");
+            *p = PartitionState {
+                range: p.range.clone(),
+                ..Default::default()
+            };
         }
-        tracing::debug!(key = %obj.key, attempt, "object changed while read; reading again");
-        obj = SourceObject {
-            key: obj.key,
-            ..now
-        };
     }
+    tracing::info!(
+        seq,
+        done = state.partitions.iter().filter(|p| p.done).count(),
+        partitions = state.partitions.len(),
+        "resuming an interrupted pass"
+    );
+    Ok(Some((state, n)))
 }

@@ -37,6 +37,14 @@ pub(super) struct Packed {
     pub stored_bytes: u64,
 }
 
+/// What the uploader is handed.
+enum Upload {
+    Pack(FinishedPack),
+    /// Answer once every pack handed over before is stored (or with the
+    /// upload failure).
+    Barrier(tokio::sync::oneshot::Sender<Result<()>>),
+}
+
 pub(super) struct Packer {
     keys: Keys,
     chunker: ChunkerParams,
@@ -47,7 +55,7 @@ pub(super) struct Packer {
     recovered: Arc<std::collections::HashMap<BlobId, crate::index::IndexEntry>>,
     session: Mutex<HashSet<BlobId>>,
     pool: Mutex<Vec<PackBuilder>>,
-    tx: mpsc::Sender<FinishedPack>,
+    tx: mpsc::Sender<Upload>,
     uploader: JoinHandle<Result<Packed>>,
 }
 
@@ -89,16 +97,46 @@ impl Packer {
         });
         builder.add(id, data, self.zstd_level)?;
         if builder.len_bytes() >= self.target {
-            self.tx.blocking_send(builder.finish()).map_err(|_| {
-                Error::new(
-                    ErrorKind::Io,
-                    "pack uploader stopped after an upload failure (see the log)",
-                )
-            })?;
+            self.tx
+                .blocking_send(Upload::Pack(builder.finish()))
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::Io,
+                        "pack uploader stopped after an upload failure (see the log)",
+                    )
+                })?;
         } else {
             self.pool.lock().expect("pool lock").push(builder);
         }
         Ok(id)
+    }
+
+    /// Sends partly filled packs to the uploader and waits until every pack
+    /// handed over so far is stored: blobs stored before the call (by
+    /// calls that have returned and whose pack builder is back in the
+    /// pool) are then in the vault. A checkpoint calls this before naming
+    /// runs; a resumed pass still checks their blobs.
+    pub(super) async fn flush(&self) -> Result<()> {
+        let builders = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
+        for b in builders {
+            if b.is_empty() {
+                self.pool.lock().expect("pool lock").push(b);
+                continue;
+            }
+            let pack = tokio::task::spawn_blocking(move || b.finish())
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("pack task: {e}")))?;
+            self.tx
+                .send(Upload::Pack(pack))
+                .await
+                .map_err(|_| stopped())?;
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Upload::Barrier(done))
+            .await
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
     }
 
     /// Flushes partly filled packs, waits for every upload, and returns
@@ -109,7 +147,7 @@ impl Packer {
             let pack = tokio::task::spawn_blocking(move || b.finish())
                 .await
                 .map_err(|e| Error::new(ErrorKind::Io, format!("pack task: {e}")))?;
-            if self.tx.send(pack).await.is_err() {
+            if self.tx.send(Upload::Pack(pack)).await.is_err() {
                 break; // the uploader failed; its error is returned below
             }
         }
@@ -120,15 +158,41 @@ impl Packer {
     }
 }
 
+fn stopped() -> Error {
+    Error::new(
+        ErrorKind::Io,
+        "pack uploader stopped after an upload failure (see the log)",
+    )
+}
+
 async fn upload_loop(
     backend: DynBackend,
-    mut rx: mpsc::Receiver<FinishedPack>,
+    mut rx: mpsc::Receiver<Upload>,
     progress: Arc<IngestProgress>,
 ) -> Result<Packed> {
     let mut packed = Packed::default();
     let mut set: JoinSet<Result<(usize, u64)>> = JoinSet::new();
     let mut result = Ok(());
-    while let Some(pack) = rx.recv().await {
+    while let Some(upload) = rx.recv().await {
+        let pack = match upload {
+            Upload::Pack(pack) => pack,
+            Upload::Barrier(done) => {
+                while let Some(j) = set.join_next().await {
+                    if let Err(e) = joined(Some(j), &progress) {
+                        result = Err(e);
+                    }
+                }
+                // The failure goes to the waiter, which fails the pass with it.
+                let outcome = std::mem::replace(&mut result, Ok(()));
+                let failed = outcome.is_err();
+                let _ = done.send(outcome);
+                if failed {
+                    result = Err(stopped());
+                    break;
+                }
+                continue;
+            }
+        };
         let len = pack.bytes.len() as u64;
         packed.packs += 1;
         packed.blobs += pack.entries.len() as u64;

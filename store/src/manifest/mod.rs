@@ -15,6 +15,7 @@
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 pub mod checkpoint;
+pub mod pass;
 pub mod point;
 pub mod run;
 

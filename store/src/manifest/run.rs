@@ -357,6 +357,33 @@ impl RunBuilder {
         );
     }
 
+    /// Appends the stored leaves of `run` (their first positions and
+    /// counts, in run order) after everything pushed so far: concatenates
+    /// runs over disjoint key ranges without rewriting their leaves. The
+    /// leaves must sort after what the builder holds.
+    pub fn append_leaves(&mut self, run: &RunDescriptor, leaves: Vec<Child>) -> Result<()> {
+        self.flush_leaf();
+        for child in leaves {
+            if let Some((k, s)) = &self.last {
+                if cmp_pos(k, *s, &child.first_key, child.first_seq).is_ge() {
+                    return Err(Error::config(format!(
+                        "runs to concatenate overlap at {:?}",
+                        child.first_key
+                    )));
+                }
+            }
+            // Later pushes compare against the leaf's first position: the
+            // caller keeps whole runs in order.
+            self.last = Some((child.first_key.clone(), child.first_seq));
+            self.entries += child.entries;
+            self.add_child(0, child);
+        }
+        self.min_seq = self.min_seq.min(run.min_seq);
+        self.max_seq = self.max_seq.max(run.max_seq);
+        self.stored_bytes += run.stored_bytes;
+        Ok(())
+    }
+
     /// Pages finished since the last call; store them before publishing
     /// the run.
     pub fn take_ready(&mut self) -> Vec<SealedPage> {

@@ -1,4 +1,6 @@
-//! Storing and finding change-feed checkpoints (`checkpoints/<seq>`).
+//! Storing and finding checkpoints: change-feed positions after a point
+//! (`checkpoints/<seq>`) and the progress of an unfinished full pass
+//! (`passes/<seq>/<n>`).
 
 use bytes::Bytes;
 
@@ -7,6 +9,7 @@ use crate::crypto::random_bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::ObjectKind;
 use crate::manifest::checkpoint::Checkpoint;
+use crate::manifest::pass::PassState;
 use crate::sealed;
 
 impl Repository {
@@ -75,5 +78,58 @@ impl Repository {
             Some(&s) => self.load_checkpoint(s).await,
             None => Ok(None),
         }
+    }
+
+    /// Stores state number `n` of the pass committing `state.seq`
+    /// (create-only).
+    pub async fn put_pass_state(&self, state: &PassState, n: u32) -> Result<()> {
+        let body = state.encode().map_err(Error::config)?;
+        let bytes = sealed::seal(
+            self.keys(),
+            ObjectKind::PassState,
+            random_bytes(),
+            &body,
+            self.config().zstd_level,
+        );
+        self.backend()
+            .put(&PassState::name(state.seq, n), Bytes::from(bytes))
+            .await
+    }
+
+    /// The newest state of the pass committing point `seq` that
+    /// authenticates, with its number; damaged states are skipped with a
+    /// warning (the pass then resumes from an earlier one).
+    pub async fn latest_pass_state(&self, seq: u64) -> Result<Option<(PassState, u32)>> {
+        let mut found: Vec<(u32, String)> = self
+            .backend()
+            .list(&PassState::prefix(seq))
+            .await?
+            .into_iter()
+            .filter_map(|l| PassState::parse_name(&l.name).map(|(_, n)| (n, l.name)))
+            .collect();
+        found.sort();
+        let keys = self.keys();
+        for (n, name) in found.into_iter().rev() {
+            let read = self
+                .get_authentic(&name, |bytes| {
+                    let s = PassState::decode(&sealed::open(keys, ObjectKind::PassState, bytes)?)?;
+                    if s.seq != seq {
+                        return Err(Error::corrupt(format!(
+                            "holds the state of the pass for point {} (moved)",
+                            s.seq
+                        )));
+                    }
+                    Ok(s)
+                })
+                .await;
+            match read {
+                Ok((s, _)) => return Ok(Some((s, n))),
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Crypto) => {
+                    tracing::warn!(%name, error = %e, "skipping a damaged pass state");
+                }
+                Err(e) => return Err(e.context(name)),
+            }
+        }
+        Ok(None)
     }
 }

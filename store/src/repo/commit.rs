@@ -20,7 +20,7 @@ use crate::format::ObjectKind;
 use crate::id::ObjectId;
 use crate::index::{IndexEntry, Segment};
 use crate::manifest::point::{Point, PointStats};
-use crate::manifest::run::{RunBuilder, RunDescriptor, SealedPage};
+use crate::manifest::run::{Child, Page, RunBuilder, RunDescriptor, SealedPage};
 use crate::sealed;
 
 /// Runs of one size tier that trigger a merge.
@@ -191,6 +191,69 @@ impl Repository {
             rest.extend(merged);
             runs = rest;
         }
+    }
+
+    /// One run holding the entries of `runs`, which cover disjoint key
+    /// ranges in order (a pass's partitions): their leaves are kept, only
+    /// new inner pages are written.
+    pub async fn concat_runs(&self, runs: &[RunDescriptor]) -> Result<Option<RunDescriptor>> {
+        if let [one] = runs {
+            return Ok(Some(one.clone()));
+        }
+        let mut builder = self.run_builder();
+        for run in runs {
+            let leaves = self.run_leaves(run).await?;
+            builder.append_leaves(run, leaves)?;
+            let ready = builder.take_ready();
+            if !ready.is_empty() {
+                self.store_pages(ready).await?;
+            }
+        }
+        let d = builder.finish();
+        self.store_pages(builder.take_ready()).await?;
+        Ok(d)
+    }
+
+    /// The leaves of `run`, in order (reads its inner pages, or the root
+    /// when it is a leaf).
+    async fn run_leaves(&self, run: &RunDescriptor) -> Result<Vec<Child>> {
+        if run.height == 0 {
+            let page = self.load_page(&run.root).await?;
+            let Page::Leaf { entries } = &*page else {
+                return Err(Error::corrupt(format!(
+                    "run root {} is not a leaf",
+                    run.root
+                )));
+            };
+            let first = entries
+                .first()
+                .ok_or_else(|| Error::corrupt(format!("run page {} is empty", run.root)))?;
+            return Ok(vec![Child {
+                first_key: first.key.clone(),
+                first_seq: first.seq,
+                page: run.root,
+                entries: entries.len() as u64,
+            }]);
+        }
+        let mut out = Vec::new();
+        let mut stack = vec![run.root];
+        while let Some(id) = stack.pop() {
+            match &*self.load_page(&id).await? {
+                Page::Inner {
+                    height: 1,
+                    children,
+                } => out.extend(children.iter().cloned()),
+                Page::Inner { children, .. } => {
+                    stack.extend(children.iter().rev().map(|c| c.page));
+                }
+                Page::Leaf { .. } => {
+                    return Err(Error::corrupt(format!(
+                        "run page {id} is a leaf above height 0"
+                    )))
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Writes one run holding every entry of `inputs`.

@@ -4,6 +4,7 @@
 //! [`local::LocalSource`] is a directory (the embedded default); the S3
 //! bucket source implements the same trait.
 
+pub mod inventory;
 pub mod local;
 #[cfg(feature = "s3")]
 pub mod s3;
@@ -35,6 +36,51 @@ pub struct SourceObject {
     pub tags: Vec<(String, String)>,
 }
 
+/// A slice of the key space: keys after `after` (exclusive; empty: from
+/// the first key) up to and including `until` (`None`: to the last key).
+/// Partitions of a pass are consecutive ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KeyRange {
+    /// Keys sort strictly after this ("" sorts before every key).
+    pub after: String,
+    /// Keys sort at or before this.
+    pub until: Option<String>,
+}
+
+impl KeyRange {
+    /// The whole key space.
+    pub fn all() -> Self {
+        KeyRange::default()
+    }
+
+    /// True when `key` falls in the range.
+    pub fn contains(&self, key: &str) -> bool {
+        key.as_bytes() > self.after.as_bytes()
+            && self
+                .until
+                .as_ref()
+                .is_none_or(|u| key.as_bytes() <= u.as_bytes())
+    }
+
+    /// True when `key` sorts past the end of the range.
+    pub fn is_past(&self, key: &str) -> bool {
+        self.until
+            .as_ref()
+            .is_some_and(|u| key.as_bytes() > u.as_bytes())
+    }
+}
+
+/// One page of a ranged listing.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    /// Objects of the range, sorted by key.
+    pub objects: Vec<SourceObject>,
+    /// Entries the source could not represent.
+    pub skipped: u64,
+    /// Where the next page starts (exclusive), if there is one.
+    pub next: Option<String>,
+}
+
 /// A place objects are backed up from.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync + 'static {
@@ -43,6 +89,34 @@ pub trait Source: Send + Sync + 'static {
     /// Every object, sorted by key (byte order). Objects the source cannot
     /// represent are skipped with a warning and counted in the second value.
     async fn list(&self) -> Result<(Vec<SourceObject>, u64)>;
+    /// One page of the objects of `range` after `after` (exclusive; the
+    /// range's start when `None`), in key order. The default lists the
+    /// whole source and returns the range as one page: fine for a
+    /// directory, which a pass treats as a single partition.
+    async fn list_page(&self, range: &KeyRange, after: Option<&str>) -> Result<ListPage> {
+        let (all, skipped) = self.list().await?;
+        let from = after.unwrap_or(&range.after);
+        Ok(ListPage {
+            objects: all
+                .into_iter()
+                .filter(|o| range.contains(&o.key) && o.key.as_str() > from)
+                .collect(),
+            skipped,
+            next: None,
+        })
+    }
+    /// The common prefixes one `/` below `under` (one delimited listing),
+    /// for planning partitions; `None` when the source cannot say cheaply.
+    async fn common_prefixes(&self, under: &str) -> Result<Option<Vec<String>>> {
+        let _ = under;
+        Ok(None)
+    }
+    /// The first key after `after`, for probing the key space; `None` when
+    /// there is none or the source cannot say cheaply.
+    async fn first_key_after(&self, after: &str) -> Result<Option<String>> {
+        let _ = after;
+        Ok(None)
+    }
     /// Opens an object for a blocking, streaming read (called on the
     /// blocking pool), pinned to the listed version where the source has
     /// versions. Returns the reader and the object's full metadata as of

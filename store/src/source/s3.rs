@@ -17,7 +17,7 @@ use std::sync::Arc;
 use aws_sdk_s3::types::BucketVersioningStatus;
 use aws_sdk_s3::Client;
 
-use super::{Source, SourceObject};
+use super::{KeyRange, ListPage, Source, SourceObject};
 use crate::backend::s3::{client, map_err, RequestCounts};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -79,6 +79,9 @@ impl S3Source {
                 .config()
                 .to_builder()
                 .interceptor(ServerDate(server_date.clone()))
+                // The ingest scheduler sees every throttle and retries itself.
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+                .app_name(aws_sdk_s3::config::AppName::new("strata").expect("valid app name"))
                 .build(),
         );
         let v = client
@@ -116,79 +119,151 @@ impl Source for S3Source {
     }
 
     async fn list(&self) -> Result<(Vec<SourceObject>, u64)> {
-        let mut out = Vec::new();
-        if self.versioned {
-            let (mut km, mut vm): (Option<String>, Option<String>) = (None, None);
-            loop {
-                self.requests.list.fetch_add(1, Ordering::Relaxed);
-                let page = self
-                    .client
-                    .list_object_versions()
-                    .bucket(&self.bucket)
-                    .prefix(&self.prefix)
-                    .set_key_marker(km.take())
-                    .set_version_id_marker(vm.take())
-                    .send()
-                    .await
-                    .map_err(|e| map_err(e, "listing the source"))?;
-                for v in page
-                    .versions()
-                    .iter()
-                    .filter(|v| v.is_latest() == Some(true))
-                {
-                    let Some(key) = v.key().and_then(|k| self.relative(k)) else {
-                        continue;
-                    };
-                    out.push(SourceObject {
-                        key,
-                        size: u64::try_from(v.size().unwrap_or(0)).unwrap_or(0),
-                        mtime_ns: ns(v.last_modified()),
-                        etag: v.e_tag().unwrap_or_default().to_string(),
-                        version_id: v.version_id().unwrap_or_default().to_string(),
-                        ..Default::default()
-                    });
-                }
-                if page.is_truncated() == Some(true) && page.next_key_marker().is_some() {
-                    km = page.next_key_marker().map(str::to_string);
-                    vm = page.next_version_id_marker().map(str::to_string);
-                } else {
-                    break;
-                }
-            }
-        } else {
-            let mut token = None;
-            loop {
-                self.requests.list.fetch_add(1, Ordering::Relaxed);
-                let page = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&self.prefix)
-                    .set_continuation_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| map_err(e, "listing the source"))?;
-                for o in page.contents() {
-                    let Some(key) = o.key().and_then(|k| self.relative(k)) else {
-                        continue;
-                    };
-                    out.push(SourceObject {
-                        key,
-                        size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
-                        mtime_ns: ns(o.last_modified()),
-                        etag: o.e_tag().unwrap_or_default().to_string(),
-                        ..Default::default()
-                    });
-                }
-                match page.next_continuation_token() {
-                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                    _ => break,
-                }
+        let (range, mut out, mut after) = (KeyRange::all(), Vec::new(), None);
+        loop {
+            let page = self.list_page(&range, after.as_deref()).await?;
+            out.extend(page.objects);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
             }
         }
-        out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-        out.dedup_by(|a, b| a.key == b.key);
         Ok((out, 0))
+    }
+
+    async fn list_page(&self, range: &KeyRange, after: Option<&str>) -> Result<ListPage> {
+        let from = after.unwrap_or(&range.after);
+        let start = (!from.is_empty()).then(|| self.full(from));
+        self.requests.list.fetch_add(1, Ordering::Relaxed);
+        let mut objects = Vec::new();
+        let (last, truncated) = if self.versioned {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_key_marker(start)
+                .send()
+                .await
+                .map_err(|e| map_err(e, "listing the source"))?;
+            for v in page
+                .versions()
+                .iter()
+                .filter(|v| v.is_latest() == Some(true))
+            {
+                let Some(key) = v.key().and_then(|k| self.relative(k)) else {
+                    continue;
+                };
+                objects.push(SourceObject {
+                    key,
+                    size: u64::try_from(v.size().unwrap_or(0)).unwrap_or(0),
+                    mtime_ns: ns(v.last_modified()),
+                    etag: v.e_tag().unwrap_or_default().to_string(),
+                    version_id: v.version_id().unwrap_or_default().to_string(),
+                    ..Default::default()
+                });
+            }
+            // The page may end inside a key's versions; its latest version
+            // came first, so the next page starts after the key.
+            let last = page
+                .versions()
+                .iter()
+                .filter_map(|v| v.key())
+                .chain(page.delete_markers().iter().filter_map(|d| d.key()))
+                .max()
+                .map(str::to_string);
+            (last, page.is_truncated() == Some(true))
+        } else {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_start_after(start)
+                .send()
+                .await
+                .map_err(|e| map_err(e, "listing the source"))?;
+            for o in page.contents() {
+                let Some(key) = o.key().and_then(|k| self.relative(k)) else {
+                    continue;
+                };
+                objects.push(SourceObject {
+                    key,
+                    size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                    mtime_ns: ns(o.last_modified()),
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    ..Default::default()
+                });
+            }
+            let last = page
+                .contents()
+                .last()
+                .and_then(|o| o.key())
+                .map(str::to_string);
+            (last, page.is_truncated() == Some(true))
+        };
+        objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+        objects.dedup_by(|a, b| a.key == b.key);
+        let past_end = objects.last().is_some_and(|o| range.is_past(&o.key));
+        objects.retain(|o| range.contains(&o.key) && o.key.as_str() > from);
+        let next = match last.as_deref().and_then(|k| self.relative(k)) {
+            Some(k) if truncated && !past_end && !range.is_past(&k) => Some(k),
+            _ => None,
+        };
+        Ok(ListPage {
+            objects,
+            skipped: 0,
+            next,
+        })
+    }
+
+    async fn common_prefixes(&self, under: &str) -> Result<Option<Vec<String>>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        // At most ten pages (10,000 prefixes): enough to plan with.
+        for _ in 0..10 {
+            self.requests.list.fetch_add(1, Ordering::Relaxed);
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full(under))
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err(e, "listing the source's prefixes"))?;
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix())
+                    .filter_map(|p| self.relative(p)),
+            );
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn first_key_after(&self, after: &str) -> Result<Option<String>> {
+        self.requests.list.fetch_add(1, Ordering::Relaxed);
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .start_after(self.full(after))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| map_err(e, "probing the source's keys"))?;
+        Ok(page
+            .contents()
+            .first()
+            .and_then(|o| o.key())
+            .and_then(|k| self.relative(k)))
     }
 
     fn open(&self, obj: &SourceObject) -> Result<(Box<dyn Read + Send>, SourceObject)> {

@@ -11,6 +11,7 @@ use strata_store::changes::files::FileFeed;
 use strata_store::changes::sqs::SqsFeed;
 use strata_store::changes::ChangeFeed;
 use strata_store::continuous::{Continuous, CycleOptions, CycleSummary, SystemClock};
+use strata_store::ingest::scheduler::SchedulerOptions;
 use strata_store::ingest::{ingest, IngestOptions, IngestProgress, IngestSummary};
 use strata_store::source::local::LocalSource;
 use strata_store::source::s3::S3Source;
@@ -44,6 +45,20 @@ pub async fn run(g: &Global, a: IngestArgs) -> Result<ExitCode> {
                     .map_err(|_| strata_store::Error::config("pack size must be under 4 GiB"))
             })
             .transpose()?,
+        schedule: SchedulerOptions {
+            max_requests_per_second: a.max_requests_per_second.filter(|r| *r > 0.0),
+            #[allow(clippy::cast_precision_loss)]
+            max_bytes_per_second: a.max_bandwidth.filter(|b| *b > 0).map(|b| b as f64),
+            adaptive: a.fixed_concurrency.is_none(),
+            lane_concurrency: a.fixed_concurrency.unwrap_or(32).max(1),
+            ..Default::default()
+        },
+        partitions: Some(a.partitions.max(1)),
+        checkpoint_interval: Some(a.checkpoint_interval),
+        boundaries: match &a.inventory {
+            Some(m) => Some(inventory_boundaries(g, &a.source, m, a.partitions).await?),
+            None => None,
+        },
         ..Default::default()
     };
     if a.continuous || a.once || a.changes.is_some() {
@@ -166,25 +181,70 @@ fn progress_bar(g: &Global, progress: &Arc<IngestProgress>) -> Option<indicatif:
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ({msg}) eta {eta}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}\n  {msg}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let (bar2, p) = (bar.clone(), progress.clone());
         tokio::spawn(async move {
+            let mut last = (std::time::Instant::now(), 0u64);
+            let mut rate = 0.0;
             loop {
                 bar2.set_length(p.listed_bytes.load(Ordering::Relaxed));
                 bar2.set_position(p.done_bytes.load(Ordering::Relaxed));
+                let (requests, throttled) = p.scheduler().map_or((0, 0), |s| {
+                    (
+                        s.counters.requests.load(Ordering::Relaxed),
+                        s.counters.throttled.load(Ordering::Relaxed),
+                    )
+                });
+                let dt = last.0.elapsed().as_secs_f64();
+                if dt >= 1.0 {
+                    rate = requests.saturating_sub(last.1) as f64 / dt;
+                    last = (std::time::Instant::now(), requests);
+                }
                 bar2.set_message(format!(
-                    "{}/{} objects",
+                    "{}/{} objects · partitions {} done, {} active of {} · {rate:.0} req/s · {throttled} throttled",
                     p.done_objects.load(Ordering::Relaxed),
-                    p.listed_objects.load(Ordering::Relaxed)
+                    p.listed_objects.load(Ordering::Relaxed),
+                    p.partitions_done.load(Ordering::Relaxed),
+                    p.partitions_active.load(Ordering::Relaxed),
+                    p.partitions.load(Ordering::Relaxed),
                 ));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
         bar
     })
+}
+
+/// Partition boundaries sampled from an S3 Inventory report.
+async fn inventory_boundaries(
+    g: &Global,
+    source: &str,
+    manifest: &str,
+    partitions: usize,
+) -> Result<Vec<String>> {
+    let path_style = g.path_style.unwrap_or(g.endpoint_url.is_some());
+    let prefix = if source.starts_with("s3://") {
+        strata_store::backend::s3::S3Options::from_url(source)?.prefix
+    } else {
+        String::new()
+    };
+    let mut report = strata_store::source::inventory::Inventory::open(
+        manifest,
+        g.endpoint_url.as_deref(),
+        path_style,
+    )
+    .await?
+    .under(&prefix);
+    let b = report.boundaries(partitions.max(1)).await?;
+    tracing::info!(
+        objects = report.objects(),
+        boundaries = b.len(),
+        "partitions from the inventory report"
+    );
+    Ok(b)
 }
 
 /// Prints what a pass (or a cycle) did: human lines, or one JSON document
@@ -291,6 +351,21 @@ fn report(
                 fmt(&vault_requests)
             );
         }
+        println!(
+            "  partitions {}{}, source requests {} ({} throttled, {} retried)",
+            s.partitions,
+            if s.resumed_partitions > 0 {
+                format!(
+                    " ({} finished by the interrupted run resumed)",
+                    s.resumed_partitions
+                )
+            } else {
+                String::new()
+            },
+            s.requests,
+            s.throttled,
+            s.retries
+        );
         if s.skipped > 0 {
             println!(
                 "  skipped {} entries the source cannot represent (see log)",

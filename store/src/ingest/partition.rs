@@ -1,0 +1,413 @@
+//! One partition of a pass: its candidates in key order — the source's
+//! listing of the range, page by page, merge-joined with the last point's
+//! state of the range (or the keys a change set names) — read by jobs
+//! that wait on the partition's lane, and their entries in key order into
+//! the partition's runs. When the pass asks for a checkpoint, the
+//! partition closes its current run and records how far it got.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::packer::Packer;
+use super::read::{check_and_store, store_object, unchanged};
+use super::scheduled::with_prepaid;
+use super::scheduler::{LaneId, Scheduler};
+use super::{IngestProgress, Outcome};
+use crate::changes::{ChangeEvent, ChangeKind, ChangeSet};
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::pass::PartitionState;
+use crate::manifest::point::Point;
+use crate::manifest::run::RunBuilder;
+use crate::manifest::{Entry, ObjectMeta};
+use crate::repo::runs::StateCursor;
+use crate::repo::Repository;
+use crate::source::{KeyRange, Source, SourceObject};
+
+/// What every partition of a pass shares.
+pub(super) struct PassCtx<'r> {
+    pub repo: &'r Repository,
+    pub source: Arc<dyn Source>,
+    pub scheduler: Arc<Scheduler>,
+    pub packer: Arc<Packer>,
+    pub workers: Arc<Semaphore>,
+    pub seq: u64,
+    pub prev: Option<&'r Point>,
+    pub progress: Arc<IngestProgress>,
+    /// Bumped when the pass wants every partition to record its progress.
+    pub epoch: AtomicU64,
+    /// Jobs queued per partition at most.
+    pub max_queue: usize,
+    /// Partition states, as last recorded.
+    pub states: Mutex<Vec<PartitionState>>,
+    /// Per-object errors (keys keep their previous version).
+    pub errors: Mutex<Vec<String>>,
+}
+
+enum Pending {
+    /// A deletion found without reading: the entry and the size it removes.
+    Deleted(Entry, u64),
+    /// Listed and unchanged: nothing to record.
+    Unchanged(String),
+    /// A job reading the key; the previous version's size, if it had one.
+    Job(JoinHandle<Result<Outcome>>, String, Option<u64>),
+}
+
+/// What the partition looks at for one key.
+enum Candidate {
+    /// Listed by the source, with the last point's version of the key.
+    Listed(SourceObject, Option<ObjectMeta>),
+    /// In the last point, absent from the listing.
+    Gone(String, ObjectMeta),
+    /// Named by a change event: look at what the source holds now.
+    Changed(String, ChangeEvent, Option<ObjectMeta>),
+}
+
+/// What a job does with its key.
+enum Work {
+    /// Read and store this listed object.
+    Store(SourceObject),
+    /// Look at what the source holds now; store it if it differs.
+    Check,
+}
+
+/// Runs partition `idx` (state `state`, requests on `lane`) to the end of
+/// its range, or over `changes` when given.
+pub(super) async fn run(
+    ctx: &PassCtx<'_>,
+    idx: usize,
+    lane: LaneId,
+    state: PartitionState,
+    changes: Option<&ChangeSet>,
+) -> Result<()> {
+    let mut candidates = Candidates::new(ctx, &state, changes).await?;
+    let mut part = Partition {
+        ctx,
+        idx,
+        builder: ctx.repo.run_builder(),
+        queue: VecDeque::new(),
+        state,
+        epoch: ctx.epoch.load(Ordering::Relaxed),
+    };
+    while let Some(candidate) = candidates.next().await? {
+        let item = match candidate {
+            Candidate::Gone(key, meta) => Pending::Deleted(
+                Entry {
+                    key,
+                    seq: ctx.seq,
+                    object: None,
+                },
+                meta.size,
+            ),
+            Candidate::Listed(obj, Some(meta)) if unchanged(&meta, &obj) => {
+                Pending::Unchanged(obj.key)
+            }
+            Candidate::Listed(obj, previous) => {
+                let key = obj.key.clone();
+                part.job(lane, key, previous.as_ref(), Work::Store(obj))
+                    .await?
+            }
+            Candidate::Changed(key, event, Some(meta)) if event_matches(&event, &meta) => {
+                // A duplicate or late event of the version already recorded.
+                Pending::Unchanged(key)
+            }
+            Candidate::Changed(key, _, previous) => {
+                part.job(lane, key, previous.as_ref(), Work::Check).await?
+            }
+        };
+        part.queue.push_back(item);
+        while part.queue.len() >= ctx.max_queue || part.queue.front().is_some_and(Pending::is_ready)
+        {
+            part.drain_one().await?;
+        }
+        part.maybe_cut().await?;
+    }
+    while !part.queue.is_empty() {
+        part.drain_one().await?;
+        part.maybe_cut().await?;
+    }
+    part.state.done = true;
+    part.cut().await
+}
+
+impl Pending {
+    /// True when draining it would not wait.
+    fn is_ready(&self) -> bool {
+        match self {
+            Pending::Job(h, ..) => h.is_finished(),
+            _ => true,
+        }
+    }
+}
+
+/// One partition's output: the run being built and what it adds up to.
+struct Partition<'a, 'r> {
+    ctx: &'a PassCtx<'r>,
+    idx: usize,
+    builder: RunBuilder,
+    queue: VecDeque<Pending>,
+    state: PartitionState,
+    epoch: u64,
+}
+
+impl Partition<'_, '_> {
+    /// Starts a job for `key` once the lane has a slot for it (so a
+    /// throttled lane waits here, holding no worker).
+    async fn job(
+        &self,
+        lane: LaneId,
+        key: String,
+        previous: Option<&ObjectMeta>,
+        work: Work,
+    ) -> Result<Pending> {
+        let ctx = self.ctx;
+        let slot = ctx.scheduler.acquire(lane).await;
+        let permit = ctx
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "worker pool closed"))?;
+        let (src, pk) = (ctx.source.clone(), ctx.packer.clone());
+        let prev_size = previous.map(|m| m.size);
+        let previous = previous.cloned();
+        let k = key.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            with_prepaid(slot, || match work {
+                Work::Store(obj) => store_object(&*src, &pk, obj),
+                Work::Check => check_and_store(&*src, &pk, k, previous.as_ref()),
+            })
+        });
+        Ok(Pending::Job(handle, key, prev_size))
+    }
+
+    async fn drain_one(&mut self) -> Result<()> {
+        let Some(item) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        let seq = self.ctx.seq;
+        let progress = &self.ctx.progress;
+        let t = &mut self.state.totals;
+        let (key, entry) = match item {
+            Pending::Deleted(entry, size) => {
+                t.deleted += 1;
+                t.objects_delta -= 1;
+                t.bytes_delta -= signed(size);
+                (entry.key.clone(), Some(entry))
+            }
+            Pending::Unchanged(key) => {
+                t.unchanged += 1;
+                progress.done_objects.fetch_add(1, Ordering::Relaxed);
+                (key, None)
+            }
+            Pending::Job(handle, key, prev_size) => {
+                let outcome = handle
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
+                progress.done_objects.fetch_add(1, Ordering::Relaxed);
+                let entry = match outcome {
+                    Ok(Outcome::Stored(meta)) => {
+                        progress.read_bytes.fetch_add(meta.size, Ordering::Relaxed);
+                        progress.done_bytes.fetch_add(meta.size, Ordering::Relaxed);
+                        t.changed += 1;
+                        t.bytes_delta += signed(meta.size) - signed(prev_size.unwrap_or(0));
+                        if prev_size.is_none() {
+                            t.objects_delta += 1;
+                        }
+                        Some(Entry {
+                            key: key.clone(),
+                            seq,
+                            object: Some(meta),
+                        })
+                    }
+                    Ok(Outcome::Vanished) => prev_size.map(|old| {
+                        t.deleted += 1;
+                        t.objects_delta -= 1;
+                        t.bytes_delta -= signed(old);
+                        Entry {
+                            key: key.clone(),
+                            seq,
+                            object: None,
+                        }
+                    }),
+                    Ok(Outcome::Unchanged) => {
+                        t.unchanged += 1;
+                        None
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::Io | ErrorKind::NotFound) => {
+                        // The object keeps its previous version (if any); the
+                        // pass goes on and reports it.
+                        tracing::warn!(%key, error = %e, "could not read object");
+                        t.errors += 1;
+                        lock(&self.ctx.errors).push(format!("{key}: {e}"));
+                        None
+                    }
+                    Err(e) => return Err(e.context(key)),
+                };
+                (key, entry)
+            }
+        };
+        if let Some(e) = entry {
+            self.builder.push(e)?;
+            let ready = self.builder.take_ready();
+            if !ready.is_empty() {
+                self.ctx.repo.store_pages(ready).await?;
+            }
+        }
+        self.state.cursor = Some(key);
+        Ok(())
+    }
+
+    async fn maybe_cut(&mut self) -> Result<()> {
+        if self.ctx.epoch.load(Ordering::Relaxed) != self.epoch {
+            self.cut().await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the current run and records the partition's progress.
+    async fn cut(&mut self) -> Result<()> {
+        self.epoch = self.ctx.epoch.load(Ordering::Relaxed);
+        if let Some(run) = self.builder.finish() {
+            self.ctx.repo.store_pages(self.builder.take_ready()).await?;
+            self.state.runs.push(run);
+            self.builder = self.ctx.repo.run_builder();
+        }
+        if let Some(s) = lock(&self.ctx.states).get_mut(self.idx) {
+            *s = self.state.clone();
+        }
+        Ok(())
+    }
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// True when `event` announces exactly the version `meta` records.
+fn event_matches(event: &ChangeEvent, meta: &ObjectMeta) -> bool {
+    event.kind == ChangeKind::Created
+        && !event.etag.is_empty()
+        && event.etag == meta.etag.trim_matches('"')
+        && event.version_id == meta.version_id
+        && event.size.is_none_or(|s| s == meta.size)
+}
+
+/// A partition's candidates, in key order.
+struct Candidates<'a, 'r> {
+    ctx: &'a PassCtx<'r>,
+    range: KeyRange,
+    /// The current listing page.
+    listed: VecDeque<SourceObject>,
+    /// Where the next listing page starts; `None` when listing is done.
+    next_page: Option<String>,
+    prev_cursor: Option<StateCursor<'r>>,
+    prev_head: Option<Entry>,
+    changes: Option<std::collections::btree_map::Iter<'a, String, ChangeEvent>>,
+}
+
+impl<'a, 'r> Candidates<'a, 'r> {
+    async fn new(
+        ctx: &'a PassCtx<'r>,
+        state: &PartitionState,
+        changes: Option<&'a ChangeSet>,
+    ) -> Result<Candidates<'a, 'r>> {
+        let range = state.range.clone();
+        // Keys up to the cursor are in the partition's runs already.
+        let from = state.cursor.clone().unwrap_or_else(|| range.after.clone());
+        let mut prev_cursor = match (ctx.prev, changes) {
+            (Some(p), None) => {
+                Some(StateCursor::starting_at(ctx.repo, &p.runs, p.seq, &from, "").await?)
+            }
+            _ => None,
+        };
+        let mut prev_head = None;
+        if let Some(c) = &mut prev_cursor {
+            while let Some(e) = c.next().await? {
+                if e.key.as_bytes() > from.as_bytes() {
+                    prev_head = Some(e).filter(|e| !range.is_past(&e.key));
+                    break;
+                }
+            }
+        }
+        Ok(Candidates {
+            ctx,
+            listed: VecDeque::new(),
+            next_page: changes.is_none().then_some(from),
+            range,
+            prev_cursor,
+            prev_head,
+            changes: changes.map(ChangeSet::iter),
+        })
+    }
+
+    async fn advance_prev(&mut self) -> Result<Option<Entry>> {
+        let next = match &mut self.prev_cursor {
+            Some(c) => c.next().await?.filter(|e| !self.range.is_past(&e.key)),
+            None => None,
+        };
+        Ok(std::mem::replace(&mut self.prev_head, next))
+    }
+
+    async fn next(&mut self) -> Result<Option<Candidate>> {
+        if let Some(changes) = &mut self.changes {
+            let Some((key, event)) = changes.next() else {
+                return Ok(None);
+            };
+            let (key, event) = (key.clone(), event.clone());
+            let previous = match self.ctx.prev {
+                Some(p) => crate::restore::lookup(self.ctx.repo, p, &key)
+                    .await?
+                    .and_then(|e| e.object),
+                None => None,
+            };
+            return Ok(Some(Candidate::Changed(key, event, previous)));
+        }
+        while self.listed.is_empty() {
+            let Some(after) = self.next_page.take() else {
+                break;
+            };
+            let page = self
+                .ctx
+                .source
+                .list_page(&self.range, Some(after.as_str()))
+                .await?;
+            let p = &self.ctx.progress;
+            p.listed_objects
+                .fetch_add(page.objects.len() as u64, Ordering::Relaxed);
+            p.listed_bytes
+                .fetch_add(page.objects.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+            p.skipped.fetch_add(page.skipped, Ordering::Relaxed);
+            self.listed.extend(page.objects);
+            self.next_page = page.next;
+        }
+        let listed = self.listed.front().map(|o| o.key.as_bytes());
+        let recorded = self.prev_head.as_ref().map(|e| e.key.as_bytes());
+        match (listed, recorded) {
+            (None, None) => Ok(None),
+            // In the last point, gone from the source: a deletion.
+            (l, Some(r)) if l.is_none_or(|l| r < l) => {
+                let e = self.advance_prev().await?.expect("peeked");
+                let meta = e.object.expect("state cursors yield live entries");
+                Ok(Some(Candidate::Gone(e.key, meta)))
+            }
+            (_, r) => {
+                let obj = self.listed.pop_front().expect("peeked");
+                let previous = if r == Some(obj.key.as_bytes()) {
+                    self.advance_prev().await?.and_then(|e| e.object)
+                } else {
+                    None
+                };
+                Ok(Some(Candidate::Listed(obj, previous)))
+            }
+        }
+    }
+}
