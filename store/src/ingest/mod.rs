@@ -269,6 +269,9 @@ pub async fn ingest(
             lane
         })
         .collect();
+    let (split_tx, mut split_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut lane_of: std::collections::HashMap<usize, usize> =
+        lane_ids.iter().copied().enumerate().collect();
     let ctx = PassCtx {
         repo,
         source: scheduled.clone(),
@@ -282,6 +285,9 @@ pub async fn ingest(
         max_queue: 64 + workers * 4,
         states: Mutex::new(partitions.clone()),
         errors: Mutex::new(Vec::new()),
+        lanes: lanes.clone(),
+        splits: split_tx,
+        max_partitions: plan::MAX_PARTITIONS,
     };
     let record = opts.changes.is_none();
     let mut recorded = PassState {
@@ -305,11 +311,17 @@ pub async fn ingest(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut running = FuturesUnordered::new();
     loop {
+        while let Ok((slot, lane)) = split_rx.try_recv() {
+            lane_of.insert(slot, lane);
+            todo.push_back(slot);
+            progress.partitions.fetch_add(1, Ordering::Relaxed);
+        }
         while running.len() < active {
             let Some(i) = todo.pop_front() else { break };
             let changes = opts.changes.as_ref();
-            let (ctx, state, lane) = (&ctx, partitions[i].clone(), lane_ids[i]);
-            running.push(partition::run(ctx, i, lane, state, changes));
+            let state = lock(&ctx.states).get(i).cloned().unwrap_or_default();
+            let lane = lane_of.get(&i).copied().unwrap_or(0);
+            running.push(partition::run(&ctx, i, lane, state, changes));
         }
         progress
             .partitions_active
@@ -324,6 +336,11 @@ pub async fn ingest(
                 }
                 // Recorded at the next tick: a short pass writes no state.
                 progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+            }
+            Some((slot, lane)) = split_rx.recv() => {
+                lane_of.insert(slot, lane);
+                todo.push_back(slot);
+                progress.partitions.fetch_add(1, Ordering::Relaxed);
             }
             _ = tick.tick() => {
                 if record {
@@ -424,7 +441,8 @@ fn add_signed(base: u64, delta: i64) -> u64 {
 /// Records the partitions' progress: the states as last cut, once the
 /// blobs their runs name are uploaded; then asks partitions to cut again.
 async fn checkpoint(ctx: &PassCtx<'_>, recorded: &mut PassState, n: &mut u32) -> Result<()> {
-    let snapshot = lock(&ctx.states).clone();
+    let mut snapshot = lock(&ctx.states).clone();
+    snapshot.sort_by(|a, b| a.range.after.as_bytes().cmp(b.range.after.as_bytes()));
     if snapshot == recorded.partitions {
         ctx.epoch.fetch_add(1, Ordering::Relaxed);
         return Ok(());
@@ -499,4 +517,126 @@ async fn resume(
         "resuming an interrupted pass"
     );
     Ok(Some((state, n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::repo::{InitOptions, OpenOptions};
+    use crate::source::{KeyRange, ListPage, SourceObject};
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
+    /// A source listed in small pages that throttles every third read.
+    struct Throttling {
+        objects: BTreeMap<String, Vec<u8>>,
+        reads: AtomicU64,
+    }
+
+    impl Throttling {
+        fn obj(&self, k: &str) -> SourceObject {
+            SourceObject {
+                key: k.to_string(),
+                size: self.objects[k].len() as u64,
+                etag: format!("\"{k}\""),
+                ..Default::default()
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Source for Throttling {
+        fn describe(&self) -> String {
+            "throttling".into()
+        }
+        async fn list(&self) -> Result<(Vec<SourceObject>, u64)> {
+            Ok((self.objects.keys().map(|k| self.obj(k)).collect(), 0))
+        }
+        async fn list_page(&self, range: &KeyRange, after: Option<&str>) -> Result<ListPage> {
+            let from = after.unwrap_or(&range.after);
+            let page: Vec<SourceObject> = self
+                .objects
+                .keys()
+                .filter(|k| k.as_str() > from && range.contains(k))
+                .take(20)
+                .map(|k| self.obj(k))
+                .collect();
+            let next = (page.len() == 20)
+                .then(|| page.last().map(|o| o.key.clone()))
+                .flatten();
+            Ok(ListPage {
+                objects: page,
+                skipped: 0,
+                next,
+            })
+        }
+        async fn first_key_after(&self, after: &str) -> Result<Option<String>> {
+            Ok(self.objects.keys().find(|k| k.as_str() > after).cloned())
+        }
+        fn open(&self, obj: &SourceObject) -> Result<(Box<dyn Read + Send>, SourceObject)> {
+            if self.reads.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
+                return Err(Error::new(ErrorKind::Transient, "SlowDown"));
+            }
+            let data = self.objects[&obj.key].clone();
+            Ok((Box::new(std::io::Cursor::new(data)), self.obj(&obj.key)))
+        }
+        fn restat(&self, obj: &SourceObject) -> Result<Option<SourceObject>> {
+            Ok(self
+                .objects
+                .contains_key(&obj.key)
+                .then(|| self.obj(&obj.key)))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hot_partition_is_split_and_every_object_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = OpenOptions {
+            cache_dir: Some(dir.path().join("cache")),
+        };
+        let repo = Repository::init(
+            Arc::new(MemoryBackend::new()),
+            b"pw",
+            InitOptions::default(),
+            open,
+        )
+        .await
+        .unwrap();
+        let objects: BTreeMap<String, Vec<u8>> = (0..400)
+            .map(|i| (format!("k/{i:04}"), format!("object {i}").into_bytes()))
+            .collect();
+        let source = Arc::new(Throttling {
+            objects: objects.clone(),
+            reads: AtomicU64::new(0),
+        });
+        let opts = IngestOptions {
+            partitions: Some(1),
+            schedule: SchedulerOptions {
+                base_delay: Duration::from_millis(1),
+                initial_rate: 2_000.0,
+                min_rate: 500.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = ingest(&repo, source, &opts, Arc::default()).await.unwrap();
+        assert!(s.partitions > 1, "no split: {s:?}");
+        assert!(s.throttled > 0 && s.errors.is_empty(), "{s:?}");
+        assert_eq!(s.objects, 400);
+        let (point, _) = repo.latest_point().await.unwrap().unwrap();
+        let mut seen = Vec::new();
+        let mut c = crate::repo::runs::RunCursor::start(&repo, &point.runs[0])
+            .await
+            .unwrap();
+        while let Some(e) = c.next().await.unwrap() {
+            let mut out = Vec::new();
+            crate::restore::read_object(&repo, e.object.as_ref().unwrap(), &mut out)
+                .await
+                .unwrap();
+            assert_eq!(out, objects[&e.key]);
+            seen.push(e.key);
+        }
+        assert_eq!(seen, objects.keys().cloned().collect::<Vec<_>>());
+    }
 }

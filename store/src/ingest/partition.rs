@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::packer::Packer;
 use super::read::{check_and_store, store_object, unchanged};
 use super::scheduled::with_prepaid;
-use super::scheduler::{LaneId, Scheduler};
+use super::scheduler::{LaneId, LaneMap, Scheduler};
 use super::{IngestProgress, Outcome};
 use crate::changes::{ChangeEvent, ChangeKind, ChangeSet};
 use crate::error::{Error, ErrorKind, Result};
@@ -45,7 +45,20 @@ pub(super) struct PassCtx<'r> {
     pub states: Mutex<Vec<PartitionState>>,
     /// Per-object errors (keys keep their previous version).
     pub errors: Mutex<Vec<String>>,
+    /// Keys to lanes.
+    pub lanes: Arc<LaneMap>,
+    /// Partitions split off hot ones: (slot in `states`, lane), for the
+    /// pass to run.
+    pub splits: tokio::sync::mpsc::UnboundedSender<(usize, LaneId)>,
+    /// Partitions at most (splits stop there).
+    pub max_partitions: usize,
 }
+
+/// Throttles within [`HOT_WINDOW`] that make a lane hot.
+const HOT_THROTTLES: u64 = 3;
+/// How long a lane's throttles count towards heat, and the least time
+/// between splits of one partition.
+const HOT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum Pending {
     /// A deletion found without reading: the entry and the size it removes.
@@ -83,7 +96,7 @@ pub(super) async fn run(
     state: PartitionState,
     changes: Option<&ChangeSet>,
 ) -> Result<()> {
-    let mut candidates = Candidates::new(ctx, &state, changes).await?;
+    let mut candidates = Candidates::new(ctx, &state, changes, lane).await?;
     let mut part = Partition {
         ctx,
         idx,
@@ -92,7 +105,7 @@ pub(super) async fn run(
         state,
         epoch: ctx.epoch.load(Ordering::Relaxed),
     };
-    while let Some(candidate) = candidates.next().await? {
+    while let Some(candidate) = candidates.next(&mut part.state).await? {
         let item = match candidate {
             Candidate::Gone(key, meta) => Pending::Deleted(
                 Entry {
@@ -284,6 +297,14 @@ impl Partition<'_, '_> {
     }
 }
 
+/// The slot of the partition whose range starts where `range` does.
+fn state_slot(states: &[PartitionState], range: &KeyRange) -> usize {
+    states
+        .iter()
+        .position(|s| s.range.after == range.after)
+        .unwrap_or(usize::MAX)
+}
+
 fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -305,6 +326,9 @@ fn event_matches(event: &ChangeEvent, meta: &ObjectMeta) -> bool {
 struct Candidates<'a, 'r> {
     ctx: &'a PassCtx<'r>,
     range: KeyRange,
+    lane: LaneId,
+    /// Throttle count and time at the last look for heat.
+    heat: (u64, std::time::Instant),
     /// The current listing page.
     listed: VecDeque<SourceObject>,
     /// Where the next listing page starts; `None` when listing is done.
@@ -319,6 +343,7 @@ impl<'a, 'r> Candidates<'a, 'r> {
         ctx: &'a PassCtx<'r>,
         state: &PartitionState,
         changes: Option<&'a ChangeSet>,
+        lane: LaneId,
     ) -> Result<Candidates<'a, 'r>> {
         let range = state.range.clone();
         // Keys up to the cursor are in the partition's runs already.
@@ -340,6 +365,11 @@ impl<'a, 'r> Candidates<'a, 'r> {
         }
         Ok(Candidates {
             ctx,
+            lane,
+            heat: (
+                ctx.scheduler.lane_throttled(lane),
+                std::time::Instant::now(),
+            ),
             listed: VecDeque::new(),
             next_page: changes.is_none().then_some(from),
             range,
@@ -357,7 +387,63 @@ impl<'a, 'r> Candidates<'a, 'r> {
         Ok(std::mem::replace(&mut self.prev_head, next))
     }
 
-    async fn next(&mut self) -> Result<Option<Candidate>> {
+    /// Splits a hot partition: when its lane has been throttled
+    /// [`HOT_THROTTLES`] times within [`HOT_WINDOW`] and pages remain
+    /// after `page_end` (the last key of the page just listed), the range
+    /// ends there and the keys after it become a new partition with a lane
+    /// of its own (taking half the rate), which may be split again. Where
+    /// S3 has split its own partition, the parts then go at their own pace.
+    fn maybe_split(&mut self, state: &mut PartitionState, page_end: &str) {
+        let ctx = self.ctx;
+        let now = std::time::Instant::now();
+        let throttled = ctx.scheduler.lane_throttled(self.lane);
+        let recent = now.duration_since(self.heat.1) < HOT_WINDOW;
+        if !recent || throttled.saturating_sub(self.heat.0) < HOT_THROTTLES {
+            if !recent {
+                self.heat = (throttled, now);
+            }
+            return;
+        }
+        self.heat = (throttled, now);
+        if lock(&ctx.states).len() >= ctx.max_partitions || !self.range.contains(page_end) {
+            return;
+        }
+        let upper = KeyRange {
+            after: page_end.to_string(),
+            until: self.range.until.replace(page_end.to_string()),
+        };
+        state.range = self.range.clone();
+        let rate = ctx.scheduler.split_rate(self.lane);
+        let lane = ctx.scheduler.add_lane(&upper.after, Some(rate));
+        ctx.lanes.insert(&upper.after, lane);
+        let slot = {
+            let mut states = lock(&ctx.states);
+            let mine = state_slot(&states, &state.range);
+            if let Some(s) = states.get_mut(mine) {
+                s.range = state.range.clone();
+            }
+            states.push(PartitionState {
+                range: upper.clone(),
+                ..Default::default()
+            });
+            states.len() - 1
+        };
+        tracing::info!(range = ?self.range, new = ?upper, "hot partition split");
+        let _ = ctx.splits.send((slot, lane));
+        self.next_page = None;
+        // The previous point's state past the new end belongs to the new
+        // partition now.
+        if self
+            .prev_head
+            .as_ref()
+            .is_some_and(|e| self.range.is_past(&e.key))
+        {
+            self.prev_head = None;
+            self.prev_cursor = None;
+        }
+    }
+
+    async fn next(&mut self, state: &mut PartitionState) -> Result<Option<Candidate>> {
         if let Some(changes) = &mut self.changes {
             let Some((key, event)) = changes.next() else {
                 return Ok(None);
@@ -388,6 +474,9 @@ impl<'a, 'r> Candidates<'a, 'r> {
             p.skipped.fetch_add(page.skipped, Ordering::Relaxed);
             self.listed.extend(page.objects);
             self.next_page = page.next;
+            if let Some(end) = self.next_page.clone() {
+                self.maybe_split(state, &end);
+            }
         }
         let listed = self.listed.front().map(|o| o.key.as_bytes());
         let recorded = self.prev_head.as_ref().map(|e| e.key.as_bytes());

@@ -104,6 +104,23 @@ pub(super) fn store_object(
                 ),
             ));
         }
+        // A read pinned by the request (the listed version id, or
+        // If-Match on the listed ETag) cannot have seen another version:
+        // the response's metadata stands, and no second request is needed.
+        let request_pinned = !obj.version_id.is_empty() || !obj.etag.is_empty();
+        if request_pinned && read == meta.size {
+            return Ok(Outcome::Stored(ObjectMeta {
+                size: read,
+                mtime_ns: meta.mtime_ns,
+                mode: meta.mode,
+                version_id: meta.version_id,
+                etag: meta.etag,
+                system: meta.system,
+                user: meta.user,
+                tags: meta.tags,
+                chunks,
+            }));
+        }
         let Some(now) = source.restat(&meta)? else {
             return Ok(Outcome::Vanished);
         };

@@ -352,6 +352,25 @@ impl Scheduler {
         st.lanes.len() - 1
     }
 
+    /// Halves `lane`'s rate for a split and returns the other half, the
+    /// starting rate of the lane taking over part of its range.
+    pub fn split_rate(&self, lane: LaneId) -> f64 {
+        let mut st = self.state();
+        match st.lanes.get_mut(lane) {
+            Some(l) => {
+                let half = (l.aimd.rate() / 2.0).max(l.aimd.min);
+                l.aimd.rate = half;
+                half
+            }
+            None => self.opts.initial_rate,
+        }
+    }
+
+    /// Requests on `lane` answered with back-pressure so far.
+    pub fn lane_throttled(&self, lane: LaneId) -> u64 {
+        self.state().lanes.get(lane).map_or(0, |l| l.throttled)
+    }
+
     /// A lane's current rate.
     pub fn lane_rate(&self, lane: LaneId) -> f64 {
         self.state().lanes.get(lane).map_or(0.0, |l| l.aimd.rate())
