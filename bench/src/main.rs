@@ -6,8 +6,13 @@
 //! written as EventBridge batch files); per cycle the wall time, bytes and
 //! PUTs written; then `ls` and single-key `cat` at the oldest point from a
 //! cold start, with the vault GETs they cost.
+//!
+//! `strata-bench throttle`: the adaptive scheduler against a fixed
+//! concurrency behind S3-like per-prefix limits (see `throttle.rs`).
 
+mod scale;
 mod synth;
+mod throttle;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +35,12 @@ use synth::{key, Rng, Synth};
 enum Cli {
     /// Continuous ingest: cost of a cycle and of reading an old point.
     Continuous(ContinuousArgs),
+    /// Adaptive scheduler vs fixed concurrency behind per-prefix limits
+    /// (needs `scripts/s3-server start` and its env).
+    Throttle(throttle::ThrottleArgs),
+    /// One full pass over a stateless synthetic source of N objects:
+    /// objects/s and peak RSS.
+    Scale(scale::ScaleArgs),
 }
 
 #[derive(clap::Args)]
@@ -69,6 +80,8 @@ fn peak_rss_mib() -> f64 {
 async fn main() -> Result<()> {
     match Cli::parse() {
         Cli::Continuous(a) => continuous(a).await,
+        Cli::Throttle(a) => throttle::throttle(a).await,
+        Cli::Scale(a) => scale::scale(a).await,
     }
 }
 
