@@ -43,6 +43,9 @@ pub struct ThrottleArgs {
     /// Source bucket (created and filled when missing or short).
     #[arg(long, default_value = "strata-bench-throttle")]
     bucket: String,
+    /// Runs to make: fixed, adaptive or both.
+    #[arg(long, default_value = "both")]
+    runs: String,
     /// Where the plots go.
     #[arg(long, default_value = "docs")]
     out_dir: std::path::PathBuf,
@@ -193,11 +196,25 @@ async fn run_once(
     let thr = |s: &Series, i: usize| s.throttled.get(i).copied().unwrap_or(0);
     let (app_ok, app_throttled) = (sum("app", &ok), sum("app", &thr));
     let (backup_ok, backup_throttled) = (sum("strata", &ok), sum("strata", &thr));
-    // Spare capacity: what the prefixes allow minus what the application
-    // was answered, over the backup's run.
-    let secs = (end - start).max(1e-9);
-    let capacity = a.limit * PREFIXES as f64 * secs;
-    let spare = capacity - app_ok as f64;
+    // Spare capacity, prefix by prefix, while the backup had work there
+    // (up to its last request on the prefix): what the prefix allows minus
+    // what the application was answered.
+    let (mut used, mut spare) = (0.0, 0.0);
+    for p in 0..PREFIXES {
+        let Some(b) = series.get(&("strata".to_string(), prefix(p))) else {
+            continue;
+        };
+        let last = (window.0..window.1)
+            .rev()
+            .find(|&i| b.attempts(i) > 0)
+            .unwrap_or(window.0);
+        let app_ok_p: u64 = series
+            .get(&("app".to_string(), prefix(p)))
+            .map_or(0, |s| (window.0..=last).map(|i| u64::from(ok(s, i))).sum());
+        let secs = (last + 1 - window.0) as f64 / 10.0;
+        spare += a.limit * secs - app_ok_p as f64;
+        used += (window.0..=last).map(|i| f64::from(ok(b, i))).sum::<f64>();
+    }
     Ok(Run {
         name: if adaptive { "adaptive" } else { "fixed" },
         wall_s: s.elapsed_s,
@@ -206,7 +223,7 @@ async fn run_once(
         backup_throttled,
         app_ok,
         app_throttled,
-        spare_used: backup_ok as f64 / spare,
+        spare_used: used / spare.max(1.0),
         series,
         window,
     })
@@ -319,13 +336,20 @@ pub async fn throttle(a: ThrottleArgs) -> Result<()> {
         a.app_share * 100.0
     );
     let mut runs = Vec::new();
-    for adaptive in [false, true] {
+    let modes: Vec<bool> = match a.runs.as_str() {
+        "fixed" => vec![false],
+        "adaptive" => vec![true],
+        _ => vec![false, true],
+    };
+    for adaptive in modes {
         let r = run_once(&a, &proxy, &app_client, adaptive).await?;
         let title = format!(
             "{} run: backup requests/s per prefix (503s included)",
             r.name
         );
-        let path = a.out_dir.join(format!("bench-throttle-{}.svg", r.name));
+        let path = a
+            .out_dir
+            .join(format!("bench-throttle-{}-{}.svg", a.limit, r.name));
         std::fs::write(&path, plot(&r, a.limit, &title))?;
         println!("wrote {}", path.display());
         runs.push(r);

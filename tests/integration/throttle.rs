@@ -117,7 +117,7 @@ async fn under_prefix_limits_every_object_is_backed_up_and_throttling_slows_the_
 
     let proxy = Proxy::start(ProxyConfig {
         upstream: upstream(),
-        limits: prefixes.iter().map(|p| (p.to_string(), 40.0)).collect(),
+        limits: prefixes.iter().map(|p| (p.to_string(), 30.0)).collect(),
         burst_s: 0.25,
         retry_after: None,
     })
@@ -127,7 +127,7 @@ async fn under_prefix_limits_every_object_is_backed_up_and_throttling_slows_the_
         app_client(&proxy).await,
         &bucket,
         &["p0/".into(), "p1/".into()],
-        20.0,
+        15.0,
         20,
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -142,6 +142,7 @@ async fn under_prefix_limits_every_object_is_backed_up_and_throttling_slows_the_
     );
     let opts = IngestOptions {
         partitions: Some(4),
+        workers: Some(8),
         ..Default::default()
     };
     let summary = ingest(&repo, source, &opts, Arc::new(IngestProgress::default()))
@@ -267,6 +268,10 @@ async fn a_killed_pass_resumes_from_its_checkpoints_without_rereading_finished_p
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(repo.latest_point().await.unwrap().is_none());
+    // Operators see how far it got.
+    let shown = env.json(&["inspect", "pass"]);
+    assert!(shown["partitions_done"].as_u64().unwrap() >= 2, "{shown}");
+    assert_eq!(shown["seq"], 0);
     let finished: Vec<_> = recorded
         .partitions
         .iter()

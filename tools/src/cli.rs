@@ -290,6 +290,9 @@ pub enum InspectKind {
     Index,
     Page,
     Point,
+    /// The recorded progress of an unfinished full pass (ID: the point it
+    /// will commit; default the next one).
+    Pass,
 }
 
 #[derive(Subcommand, Debug)]

@@ -188,7 +188,10 @@ pub async fn ingest(
     let seq = prev.as_ref().map_or(0, |(p, _)| p.seq + 1);
     let prev_hash = prev.as_ref().map(|(_, h)| *h).unwrap_or_default();
 
-    let scheduler = Arc::new(Scheduler::new(opts.schedule.clone()));
+    // Only a source with request limits gets per-partition pacing.
+    let mut schedule = opts.schedule.clone();
+    schedule.adaptive &= source.paced();
+    let scheduler = Arc::new(Scheduler::new(schedule));
     *lock(&progress.scheduler) = Some(scheduler.clone());
     let lanes = Arc::new(LaneMap::default());
     lanes.insert("", scheduler.add_lane("planning", None));
@@ -261,17 +264,12 @@ pub async fn ingest(
     let target = opts
         .pack_target_size
         .unwrap_or(repo.config().pack_target_size) as usize;
-    let lane_ids: Vec<usize> = partitions
-        .iter()
-        .map(|p| {
-            let lane = scheduler.add_lane(&p.range.after, None);
-            lanes.insert(&p.range.after, lane);
-            lane
-        })
-        .collect();
     let (split_tx, mut split_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut lane_of: std::collections::HashMap<usize, usize> =
-        lane_ids.iter().copied().enumerate().collect();
+    // Lanes of split-off partitions; the others get theirs when they
+    // start, at the rate the last finished lane reached (a new partition
+    // of the same bucket likely has the same room).
+    let mut lane_of: std::collections::HashMap<usize, usize> = Default::default();
+    let mut rate_hint: Option<f64> = None;
     let ctx = PassCtx {
         repo,
         source: scheduled.clone(),
@@ -320,8 +318,17 @@ pub async fn ingest(
             let Some(i) = todo.pop_front() else { break };
             let changes = opts.changes.as_ref();
             let state = lock(&ctx.states).get(i).cloned().unwrap_or_default();
-            let lane = lane_of.get(&i).copied().unwrap_or(0);
-            running.push(partition::run(&ctx, i, lane, state, changes));
+            let lane = *lane_of.entry(i).or_insert_with(|| {
+                let lane = scheduler.add_lane(&state.range.after, rate_hint);
+                lanes.insert(&state.range.after, lane);
+                lane
+            });
+            let ctx = &ctx;
+            running.push(async move {
+                partition::run(ctx, i, lane, state, changes)
+                    .await
+                    .map(|()| lane)
+            });
         }
         progress
             .partitions_active
@@ -332,7 +339,8 @@ pub async fn ingest(
         tokio::select! {
             done = running.next() => {
                 if let Some(r) = done {
-                    r?;
+                    let lane = r?;
+                    rate_hint = Some(scheduler.lane_rate(lane));
                 }
                 // Recorded at the next tick: a short pass writes no state.
                 progress.partitions_done.fetch_add(1, Ordering::Relaxed);

@@ -82,6 +82,10 @@ impl Source for ScheduledSource {
         self.scheduler.call(0, || self.inner.list()).await
     }
 
+    fn paced(&self) -> bool {
+        self.inner.paced()
+    }
+
     async fn list_page(&self, range: &KeyRange, after: Option<&str>) -> Result<ListPage> {
         let lane = self.lanes.lane_of_range(range);
         self.scheduler

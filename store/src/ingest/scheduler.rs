@@ -4,8 +4,10 @@
 //! of the key space, because S3 limits requests per partitioned prefix.
 //! A lane has a request rate set by AIMD: it grows while requests succeed
 //! and the lane is using what it has (slow start ×1.2 per tick until the
-//! first sign of trouble, which halves it; then +0.5% of the rate or
-//! 0.5 req/s per tick), and it is cut to [`BACKOFF`] of itself on
+//! first sign of trouble, which halves it; then +0.2% of the rate or
+//! 0.05 req/s per tick, up to [`HEADROOM`] of the rate that met
+//! back-pressure; past it again only after [`HOLD`], so the bucket's owner
+//! keeps headroom and sees a probe twice a minute, not every second), and it is cut to [`BACKOFF`] of itself on
 //! back-pressure — a throttled
 //! or failed request (503 SlowDown, 5xx, timeouts), or latency rising to
 //! three times the lane's baseline. A throttled lane slows only itself:
@@ -30,6 +32,11 @@ use crate::error::{Error, ErrorKind, Result};
 pub const BACKOFF: f64 = 0.7;
 /// How often a lane's rate may grow.
 pub const TICK: Duration = Duration::from_millis(100);
+/// After back-pressure a lane grows back only to [`HEADROOM`] of the rate
+/// that met it, and probes past it again after this long.
+pub const HOLD: Duration = Duration::from_secs(30);
+/// The share of a rate that met back-pressure a lane settles at.
+pub const HEADROOM: f64 = 0.9;
 
 /// Options for the scheduler.
 #[derive(Clone, Debug)]
@@ -62,7 +69,7 @@ impl Default for SchedulerOptions {
     fn default() -> Self {
         SchedulerOptions {
             adaptive: true,
-            initial_rate: 50.0,
+            initial_rate: 10.0,
             min_rate: 1.0,
             max_rate: 5_500.0,
             lane_concurrency: 32,
@@ -104,6 +111,8 @@ pub struct Aimd {
     baseline: Option<f64>,
     /// No requests before this instant (a `Retry-After`).
     paused_until: Option<Instant>,
+    /// Growth stops at this rate until the instant (after back-pressure).
+    ceiling: Option<(f64, Instant)>,
 }
 
 impl Aimd {
@@ -120,6 +129,7 @@ impl Aimd {
             latency_ewma: None,
             baseline: None,
             paused_until: None,
+            ceiling: None,
         }
     }
 
@@ -146,12 +156,22 @@ impl Aimd {
             if !std::mem::take(&mut self.limited) {
                 continue;
             }
+            let cap = match self.ceiling {
+                Some((cap, until)) if self.last_tick < until => cap,
+                _ => {
+                    self.ceiling = None;
+                    self.max
+                }
+            };
+            if self.rate >= cap {
+                continue;
+            }
             self.rate = if self.slow_start {
                 self.rate * 1.2
             } else {
-                self.rate + (self.rate * 0.005).max(0.5)
+                self.rate + (self.rate * 0.002).max(0.05)
             }
-            .min(self.max);
+            .min(cap);
         }
     }
 
@@ -194,6 +214,9 @@ impl Aimd {
             return;
         }
         self.last_decrease = Some(now);
+        // Settle below the rate that met back-pressure for a while, so
+        // the bucket's owner keeps some headroom between probes.
+        self.ceiling = Some((self.rate * HEADROOM, now + HOLD));
         // Leaving slow start overshot by up to a tick's growth: halve.
         let factor = if self.slow_start { 0.5 } else { BACKOFF };
         self.slow_start = false;
@@ -597,11 +620,12 @@ impl Scheduler {
             Err(e) if e.kind() == ErrorKind::Transient => {
                 permit.signal = Signal::Throttled(e.retry_after());
                 if attempt >= self.opts.max_attempts {
+                    // No longer worth retrying now: an I/O failure of this
+                    // request (a read fails its object, not the pass).
                     return Verdict::Done(Err(Error::new(
-                        ErrorKind::Transient,
-                        format!("still failing after {attempt} attempts"),
-                    )
-                    .context(e.to_string())));
+                        ErrorKind::Io,
+                        format!("{e} (still failing after {attempt} attempts)"),
+                    )));
                 }
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
                 Verdict::Retry(self.backoff(attempt, e.retry_after()))
@@ -702,6 +726,31 @@ mod tests {
             a.tick(now);
         }
         assert!(a.rate() > after_cut && a.rate() < after_cut + 10.0);
+    }
+
+    #[test]
+    fn after_back_pressure_growth_holds_below_the_rate_that_met_it() {
+        let t0 = Instant::now();
+        let mut a = Aimd::new(100.0, 1.0, 5_500.0, t0);
+        a.observe(Signal::Throttled(None), t0);
+        a.observe(Signal::Throttled(None), t0 + Duration::from_secs(1));
+        // 50 after slow start's halving, then 35 at the second cut, whose
+        // ceiling is 90% of 50.
+        assert!((a.rate() - 35.0).abs() < 1e-9);
+        let mut now = t0 + Duration::from_secs(1);
+        for _ in 0..250 {
+            a.note_limited();
+            now += TICK;
+            a.tick(now);
+        }
+        assert!((a.rate() - 45.0).abs() < 1e-9, "{}", a.rate());
+        // Past the hold it probes higher.
+        for _ in 0..100 {
+            a.note_limited();
+            now += TICK;
+            a.tick(now);
+        }
+        assert!(a.rate() > 45.0);
     }
 
     #[test]
@@ -806,6 +855,17 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
+        let err = s
+            .call(lane, || async {
+                Err::<(), _>(Error::new(ErrorKind::Transient, "SlowDown"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert!(
+            err.to_string().contains("still failing after 10 attempts"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -105,6 +105,12 @@ pub trait Source: Send + Sync + 'static {
             next: None,
         })
     }
+    /// True when the source limits request rates (an S3 bucket: per
+    /// prefix, answering 503 SlowDown), so the scheduler paces each
+    /// partition; otherwise only concurrency and the global budget apply.
+    fn paced(&self) -> bool {
+        false
+    }
     /// The common prefixes one `/` below `under` (one delimited listing),
     /// for planning partitions; `None` when the source cannot say cheaply.
     async fn common_prefixes(&self, under: &str) -> Result<Option<Vec<String>>> {

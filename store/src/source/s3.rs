@@ -217,6 +217,10 @@ impl Source for S3Source {
         })
     }
 
+    fn paced(&self) -> bool {
+        true
+    }
+
     async fn common_prefixes(&self, under: &str) -> Result<Option<Vec<String>>> {
         let mut out = Vec::new();
         let mut token = None;

@@ -206,6 +206,7 @@ async fn check_retention(repo: &Repository, report: &mut VerifyReport) -> Result
         "runs/",
         "points/",
         "checkpoints/",
+        "passes/",
         "packs/",
     ] {
         names.extend(

@@ -47,6 +47,29 @@ pub async fn run(g: &Global, a: InspectArgs) -> Result<ExitCode> {
             let id = need_id(&a)?;
             serde_json::to_value(&*repo.load_page(&id).await?)?
         }
+        InspectKind::Pass => {
+            let seq = match a.id.as_deref() {
+                Some(s) => s.parse::<u64>().map_err(|_| {
+                    strata_store::Error::config(format!("{s}: a pass is named by a point number"))
+                })?,
+                None => repo.latest_point().await?.map_or(0, |(p, _)| p.seq + 1),
+            };
+            match repo.latest_pass_state(seq).await? {
+                Some((state, n)) => {
+                    let done = state.partitions.iter().filter(|p| p.done).count();
+                    let mut v = serde_json::to_value(&state)?;
+                    v["state"] = n.into();
+                    v["partitions_done"] = done.into();
+                    v
+                }
+                None => {
+                    return Err(strata_store::Error::not_found(format!(
+                        "no recorded progress of a pass for point {seq}"
+                    ))
+                    .into())
+                }
+            }
+        }
     };
     if g.json {
         print_json(&value)?;
