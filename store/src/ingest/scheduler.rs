@@ -7,7 +7,7 @@
 //! first sign of trouble, which halves it; then +0.2% of the rate or
 //! 0.05 req/s per tick, up to [`HEADROOM`] of the rate that met
 //! back-pressure; past it again only after [`HOLD`], so the bucket's owner
-//! keeps headroom and sees a probe twice a minute, not every second), and it is cut to [`BACKOFF`] of itself on
+//! keeps headroom and sees a probe once a minute, not every second), and it is cut to [`BACKOFF`] of itself on
 //! back-pressure — a throttled
 //! or failed request (503 SlowDown, 5xx, timeouts), or latency rising to
 //! three times the lane's baseline. A throttled lane slows only itself:
@@ -34,7 +34,7 @@ pub const BACKOFF: f64 = 0.7;
 pub const TICK: Duration = Duration::from_millis(100);
 /// After back-pressure a lane grows back only to [`HEADROOM`] of the rate
 /// that met it, and probes past it again after this long.
-pub const HOLD: Duration = Duration::from_secs(30);
+pub const HOLD: Duration = Duration::from_secs(60);
 /// The share of a rate that met back-pressure a lane settles at.
 pub const HEADROOM: f64 = 0.9;
 
@@ -745,7 +745,7 @@ mod tests {
         }
         assert!((a.rate() - 45.0).abs() < 1e-9, "{}", a.rate());
         // Past the hold it probes higher.
-        for _ in 0..100 {
+        while now < t0 + Duration::from_secs(1) + HOLD + Duration::from_secs(5) {
             a.note_limited();
             now += TICK;
             a.tick(now);
