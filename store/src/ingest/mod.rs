@@ -104,8 +104,6 @@ pub struct IngestProgress {
     pub partitions_done: AtomicU64,
     /// Partitions being worked.
     pub partitions_active: AtomicU64,
-    /// Objects the pass expects to look at, when known in advance.
-    pub expected_objects: AtomicU64,
     /// The pass's scheduler (requests, throttling, lanes), once it runs.
     pub scheduler: Mutex<Option<Arc<Scheduler>>>,
 }
@@ -208,7 +206,7 @@ pub async fn ingest(
     let partitions = match &opts.changes {
         Some(changes) => {
             progress
-                .expected_objects
+                .listed_objects
                 .store(changes.len() as u64, Ordering::Relaxed);
             vec![PartitionState::default()]
         }

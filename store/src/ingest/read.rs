@@ -108,46 +108,39 @@ pub(super) fn store_object(
         // If-Match on the listed ETag) cannot have seen another version:
         // the response's metadata stands, and no second request is needed.
         let request_pinned = !obj.version_id.is_empty() || !obj.etag.is_empty();
-        if request_pinned && read == meta.size {
-            return Ok(Outcome::Stored(ObjectMeta {
-                size: read,
-                mtime_ns: meta.mtime_ns,
-                mode: meta.mode,
-                version_id: meta.version_id,
-                etag: meta.etag,
-                system: meta.system,
-                user: meta.user,
-                tags: meta.tags,
-                chunks,
-            }));
-        }
-        let Some(now) = source.restat(&meta)? else {
-            return Ok(Outcome::Vanished);
-        };
-        let stable = now.size == read
-            && now.mtime_ns == meta.mtime_ns
-            && now.etag == meta.etag
-            && now.size == meta.size;
-        if stable || attempt >= MAX_READS {
+        let (mtime_ns, mode) = if request_pinned && read == meta.size {
+            (meta.mtime_ns, meta.mode)
+        } else {
+            let Some(now) = source.restat(&meta)? else {
+                return Ok(Outcome::Vanished);
+            };
+            let stable = now.size == read
+                && now.mtime_ns == meta.mtime_ns
+                && now.etag == meta.etag
+                && now.size == meta.size;
+            if !stable && attempt < MAX_READS {
+                tracing::debug!(key = %obj.key, attempt, "object changed while read; reading again");
+                obj = SourceObject {
+                    key: obj.key,
+                    ..now
+                };
+                continue;
+            }
             if !stable {
                 tracing::warn!(key = %obj.key, "object kept changing while read; recording the last read");
             }
-            return Ok(Outcome::Stored(ObjectMeta {
-                size: read,
-                mtime_ns: now.mtime_ns,
-                mode: now.mode,
-                version_id: meta.version_id,
-                etag: meta.etag,
-                system: meta.system,
-                user: meta.user,
-                tags: meta.tags,
-                chunks,
-            }));
-        }
-        tracing::debug!(key = %obj.key, attempt, "object changed while read; reading again");
-        obj = SourceObject {
-            key: obj.key,
-            ..now
+            (now.mtime_ns, now.mode)
         };
+        return Ok(Outcome::Stored(ObjectMeta {
+            size: read,
+            mtime_ns,
+            mode,
+            version_id: meta.version_id,
+            etag: meta.etag,
+            system: meta.system,
+            user: meta.user,
+            tags: meta.tags,
+            chunks,
+        }));
     }
 }

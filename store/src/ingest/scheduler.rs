@@ -227,21 +227,6 @@ impl Aimd {
 /// Identifies a lane.
 pub type LaneId = usize;
 
-/// Counters of one lane, for the live view and the summary.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct LaneStats {
-    /// The lane's name (its partition's first key).
-    pub name: String,
-    /// Current rate, requests/s (0 when not adaptive).
-    pub rate: f64,
-    /// Requests in flight.
-    pub in_flight: usize,
-    /// Requests sent.
-    pub requests: u64,
-    /// Requests answered with back-pressure.
-    pub throttled: u64,
-}
-
 /// Totals over all lanes (atomics: read any time).
 #[derive(Debug, Default)]
 pub struct ScheduleCounters {
@@ -256,7 +241,6 @@ pub struct ScheduleCounters {
 }
 
 struct Lane {
-    name: String,
     aimd: Aimd,
     /// Rate tokens (at most a tenth of a second's worth).
     tokens: f64,
@@ -346,11 +330,6 @@ impl Scheduler {
         }
     }
 
-    /// The options it runs with.
-    pub fn options(&self) -> &SchedulerOptions {
-        &self.opts
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -364,7 +343,6 @@ impl Scheduler {
         let rate = rate.unwrap_or(o.initial_rate);
         let mut st = self.state();
         st.lanes.push(Lane {
-            name: name.to_string(),
             aimd: Aimd::new(rate, o.min_rate, o.max_rate, now),
             tokens: 1.0,
             refilled: now,
@@ -372,7 +350,9 @@ impl Scheduler {
             requests: 0,
             throttled: 0,
         });
-        st.lanes.len() - 1
+        let id = st.lanes.len() - 1;
+        tracing::debug!(lane = id, after = name, rate, "lane added");
+        id
     }
 
     /// Halves `lane`'s rate for a split and returns the other half, the
@@ -397,25 +377,6 @@ impl Scheduler {
     /// A lane's current rate.
     pub fn lane_rate(&self, lane: LaneId) -> f64 {
         self.state().lanes.get(lane).map_or(0.0, |l| l.aimd.rate())
-    }
-
-    /// Counters of every lane.
-    pub fn lanes(&self) -> Vec<LaneStats> {
-        self.state()
-            .lanes
-            .iter()
-            .map(|l| LaneStats {
-                name: l.name.clone(),
-                rate: if self.opts.adaptive {
-                    l.aimd.rate()
-                } else {
-                    0.0
-                },
-                in_flight: l.in_flight,
-                requests: l.requests,
-                throttled: l.throttled,
-            })
-            .collect()
     }
 
     /// Tries to take a slot on `lane` now; otherwise says how long to wait.

@@ -68,25 +68,7 @@ impl Inventory {
                     .split_once('/')
                     .ok_or_else(|| Error::config(format!("{manifest}: no key after the bucket")))?;
                 let client = crate::backend::s3::client(endpoint_url, path_style).await;
-                let out = client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| crate::backend::s3::map_err(e, manifest))?;
-                let body = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        Error::new(
-                            crate::error::ErrorKind::Transient,
-                            format!("{manifest}: {e}"),
-                        )
-                    })?
-                    .into_bytes()
-                    .to_vec();
+                let body = get_all(&client, bucket, key).await?;
                 (body, Store::Bucket(client, bucket.to_string()))
             }
             #[cfg(not(feature = "s3"))]
@@ -177,24 +159,7 @@ impl Inventory {
                 )))
             }
             #[cfg(feature = "s3")]
-            Store::Bucket(client, bucket) => {
-                let out = client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| crate::backend::s3::map_err(e, key))?;
-                Ok(out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        Error::new(crate::error::ErrorKind::Transient, format!("{key}: {e}"))
-                    })?
-                    .into_bytes()
-                    .to_vec())
-            }
+            Store::Bucket(client, bucket) => get_all(client, bucket, key).await,
         }
     }
 
@@ -241,6 +206,25 @@ impl Inventory {
         out.dedup();
         Ok(out)
     }
+}
+
+/// The whole body of `bucket/key` (manifests and report files are small).
+#[cfg(feature = "s3")]
+async fn get_all(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| crate::backend::s3::map_err(e, key))?;
+    Ok(out
+        .body
+        .collect()
+        .await
+        .map_err(|e| Error::new(crate::error::ErrorKind::Transient, format!("{key}: {e}")))?
+        .into_bytes()
+        .to_vec())
 }
 
 /// Field `n` of one CSV line (fields may be quoted, `""` escapes a quote).
