@@ -10,6 +10,11 @@
 //! `strata-bench throttle`: the adaptive scheduler against a fixed
 //! concurrency behind S3-like per-prefix limits (see `throttle.rs`).
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+mod compare;
+mod dataset;
 mod scale;
 mod synth;
 mod throttle;
@@ -41,6 +46,24 @@ enum Cli {
     /// One full pass over a stateless synthetic source of N objects:
     /// objects/s and peak RSS.
     Scale(scale::ScaleArgs),
+    /// Strata against restic, rustic and rclone on the same generated
+    /// dataset: backup, incremental, restore, verify, vault size.
+    Compare(compare::CompareArgs),
+    /// Writes the benchmark dataset of a preset into a directory, or
+    /// applies the 1% mutation to one.
+    Dataset(DatasetArgs),
+}
+
+#[derive(clap::Args)]
+struct DatasetArgs {
+    /// Preset to write.
+    #[arg(long, value_enum, default_value = "small")]
+    preset: dataset::Preset,
+    /// Directory to write into (created).
+    dir: std::path::PathBuf,
+    /// Instead of writing, mutate the directory's 1% (round N).
+    #[arg(long, value_name = "ROUND")]
+    mutate: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -82,6 +105,17 @@ async fn main() -> Result<()> {
         Cli::Continuous(a) => continuous(a).await,
         Cli::Throttle(a) => throttle::throttle(a).await,
         Cli::Scale(a) => scale::scale(a).await,
+        Cli::Compare(a) => compare::compare(a).await,
+        Cli::Dataset(a) => {
+            if let Some(round) = a.mutate {
+                let m = dataset::mutate(&a.dir, round)?;
+                println!("{m:?}");
+            } else {
+                let (n, bytes) = dataset::Dataset::plan(a.preset).write(&a.dir)?;
+                println!("{n} objects, {bytes} bytes in {}", a.dir.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -49,6 +49,10 @@ pub struct ThrottleArgs {
     /// Where the plots go.
     #[arg(long, default_value = "docs")]
     out_dir: std::path::PathBuf,
+    /// Also write the proxy's counts per (client, prefix) per 100 ms as
+    /// JSON here, one file per run (`<path>.<run>.json`).
+    #[arg(long)]
+    series_json: Option<std::path::PathBuf>,
 }
 
 const PREFIXES: usize = 8;
@@ -352,6 +356,16 @@ pub async fn throttle(a: ThrottleArgs) -> Result<()> {
             .join(format!("bench-throttle-{}-{}.svg", a.limit, r.name));
         std::fs::write(&path, plot(&r, a.limit, &title))?;
         println!("wrote {}", path.display());
+        if let Some(base) = &a.series_json {
+            let path = base.with_extension(format!("{}.json", r.name));
+            let flat: Vec<_> = r
+                .series
+                .iter()
+                .map(|((client, prefix), s)| (client, prefix, s))
+                .collect();
+            std::fs::write(&path, serde_json::to_vec(&(r.window, flat))?)?;
+            println!("wrote {}", path.display());
+        }
         runs.push(r);
     }
     println!();

@@ -2,8 +2,9 @@
 //!
 //! Every commit writes one immutable, sealed [`Segment`] (`index/<id>`)
 //! for the packs it added. Readers keep a local, sorted, fixed-width
-//! [`cache::IndexCache`] built from all segments and mapped with memmap2,
-//! so a lookup is a binary search that never loads the whole index.
+//! [`cache::IndexCache`] built from all segments, so a lookup is a binary
+//! search over a few keys in memory and one small read, and never loads the
+//! whole index.
 //!
 //! Spec: `format-spec/SPEC.md#index-segment`.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]

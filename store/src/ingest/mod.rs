@@ -74,6 +74,9 @@ pub struct IngestOptions {
     /// Partition boundaries to use instead of planning (e.g. sampled from
     /// an S3 Inventory report): sorted keys, each ending a partition.
     pub boundaries: Option<Vec<String>>,
+    /// New blobs per index segment written while the pass runs (default
+    /// [`packer::SEGMENT_ENTRIES`]): bounds what the pass holds in memory.
+    pub segment_entries: Option<usize>,
 }
 
 /// Partitions a full pass is split into unless told otherwise.
@@ -272,7 +275,12 @@ pub async fn ingest(
         repo,
         source: scheduled.clone(),
         scheduler: scheduler.clone(),
-        packer: Arc::new(Packer::start(repo, target, progress.clone())),
+        packer: Arc::new(Packer::start(
+            repo,
+            target,
+            opts.segment_entries.unwrap_or(packer::SEGMENT_ENTRIES),
+            progress.clone(),
+        )),
         workers: Arc::new(Semaphore::new(workers)),
         seq,
         prev: prev.as_ref().map(|(p, _)| p),
@@ -348,6 +356,9 @@ pub async fn ingest(
                 todo.push_back(slot);
                 progress.partitions.fetch_add(1, Ordering::Relaxed);
             }
+            () = ctx.packer.segment_due.notified() => {
+                ctx.packer.write_segment(repo).await?;
+            }
             _ = tick.tick() => {
                 if record {
                     checkpoint(&ctx, &mut recorded, &mut state_n).await?;
@@ -405,6 +416,7 @@ pub async fn ingest(
                 source: described,
                 run,
                 index_entries,
+                segments_written: packed.segments,
                 stats,
             },
         )
@@ -529,6 +541,7 @@ async fn resume(
 mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
+    use crate::backend::Backend;
     use crate::repo::{InitOptions, OpenOptions};
     use crate::source::{KeyRange, ListPage, SourceObject};
     use std::collections::BTreeMap;
@@ -644,5 +657,93 @@ mod tests {
             seen.push(e.key);
         }
         assert_eq!(seen, objects.keys().cloned().collect::<Vec<_>>());
+    }
+
+    /// A directory of `n` distinct small files.
+    fn tree(n: usize) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..n {
+            std::fs::write(d.path().join(format!("f{i:04}")), format!("file {i} body")).unwrap();
+        }
+        d
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_writes_index_segments_as_it_goes_and_dedups_against_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(MemoryBackend::new());
+        let open = OpenOptions {
+            cache_dir: Some(dir.path().join("cache")),
+        };
+        let repo = Repository::init(backend.clone(), b"pw", InitOptions::default(), open.clone())
+            .await
+            .unwrap();
+        let data = tree(300);
+        let opts = IngestOptions {
+            // Small packs and segments: many of each in one pass.
+            pack_target_size: Some(2_000),
+            segment_entries: Some(40),
+            ..Default::default()
+        };
+        let source: Arc<dyn Source> =
+            Arc::new(crate::source::local::LocalSource::new(data.path()).unwrap());
+        let s = ingest(&repo, source.clone(), &opts, Arc::default())
+            .await
+            .unwrap();
+        assert_eq!((s.objects, s.new_blobs), (300, 300));
+        let (point, _) = repo.latest_point().await.unwrap().unwrap();
+        let listed = backend.list("index/").await.unwrap();
+        assert!(
+            point.segments.len() >= 4,
+            "{} segments",
+            point.segments.len()
+        );
+        assert_eq!(listed.len(), point.segments.len());
+        // A reader with no cache finds every blob and restores every byte.
+        let cold = Repository::open(
+            backend.clone(),
+            b"pw",
+            OpenOptions {
+                cache_dir: Some(dir.path().join("cold")),
+            },
+        )
+        .await
+        .unwrap();
+        cold.refresh_index(false).await.unwrap();
+        let mut c = crate::repo::runs::RunCursor::start(&cold, &point.runs[0])
+            .await
+            .unwrap();
+        let mut n = 0;
+        while let Some(e) = c.next().await.unwrap() {
+            let mut out = Vec::new();
+            crate::restore::read_object(&cold, e.object.as_ref().unwrap(), &mut out)
+                .await
+                .unwrap();
+            assert_eq!(out, std::fs::read(data.path().join(&e.key)).unwrap());
+            n += 1;
+        }
+        assert_eq!(n, 300);
+        // The same bytes under new names: every blob found in the cache
+        // layers the pass wrote, nothing stored again.
+        let copy = tempfile::tempdir().unwrap();
+        for i in 0..300 {
+            std::fs::copy(
+                data.path().join(format!("f{i:04}")),
+                copy.path().join(format!("g{i:04}")),
+            )
+            .unwrap();
+        }
+        let again = Repository::open(backend.clone(), b"pw", open)
+            .await
+            .unwrap();
+        let s = ingest(
+            &again,
+            Arc::new(crate::source::local::LocalSource::new(copy.path()).unwrap()),
+            &opts,
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((s.objects, s.new_blobs, s.packs_written), (300, 0, 0));
     }
 }

@@ -5,6 +5,12 @@
 //! encrypted into a pack builder taken from a small pool (one per worker),
 //! and a full pack goes over a bounded channel to an async uploader, so a
 //! slow vault slows the workers instead of filling memory.
+//!
+//! Memory stays flat however many blobs a pass adds: once the uploaded
+//! packs hold [`SEGMENT_ENTRIES`] new blobs, the pass writes their index
+//! segment to the vault and into the local index cache
+//! ([`Packer::write_segment`]), and forgets them — dedup asks the cache.
+//! Only blobs not yet in a written segment are held in memory.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -20,18 +26,27 @@ use crate::chunk::ChunkerParams;
 use crate::crypto::{random_bytes, Keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::BlobId;
+use crate::id::ObjectId;
 use crate::index::cache::IndexCache;
-use crate::index::IndexEntry;
+use crate::index::{IndexEntry, Segment};
 use crate::pack::{FinishedPack, PackBuilder};
 use crate::repo::{pack_name, Repository};
 
 /// Uploads in flight at once.
 const UPLOAD_CONCURRENCY: usize = 2;
 
+/// New blobs per index segment written during a pass (3.5 MiB of
+/// entries): what a pass holds of its new blobs' index at most, give or
+/// take the packs being filled.
+pub(super) const SEGMENT_ENTRIES: usize = 1 << 16;
+
 /// What the packer wrote.
 #[derive(Debug, Default)]
 pub(super) struct Packed {
+    /// Entries of packs no segment written during the pass covers.
     pub entries: Vec<IndexEntry>,
+    /// Segments written during the pass.
+    pub segments: Vec<ObjectId>,
     pub packs: u64,
     pub blobs: u64,
     pub stored_bytes: u64,
@@ -41,8 +56,20 @@ pub(super) struct Packed {
 enum Upload {
     Pack(FinishedPack),
     /// Answer once every pack handed over before is stored (or with the
-    /// upload failure).
-    Barrier(tokio::sync::oneshot::Sender<Result<()>>),
+    /// upload failure), with the entries of the packs stored since the
+    /// last `Drain`.
+    Barrier {
+        done: tokio::sync::oneshot::Sender<Result<Vec<IndexEntry>>>,
+        drain: bool,
+    },
+}
+
+/// What dedup knows beyond the vault's packs a pass started with.
+struct Dedup {
+    /// The index as of the last segment this pass wrote.
+    index: Arc<IndexCache>,
+    /// Blobs this pass stored that `index` does not know yet.
+    pending: HashSet<BlobId>,
 }
 
 pub(super) struct Packer {
@@ -50,27 +77,46 @@ pub(super) struct Packer {
     chunker: ChunkerParams,
     zstd_level: i32,
     target: usize,
-    index: Arc<IndexCache>,
     /// Blobs in packs an interrupted pass left (this pass indexes them).
     recovered: Arc<std::collections::HashMap<BlobId, crate::index::IndexEntry>>,
-    session: Mutex<HashSet<BlobId>>,
+    dedup: Mutex<Dedup>,
+    /// Signalled when the stored packs hold the configured number of blobs
+    /// ([`SEGMENT_ENTRIES`] by default) no segment covers yet.
+    pub(super) segment_due: Arc<tokio::sync::Notify>,
+    segments: Mutex<Vec<ObjectId>>,
     pool: Mutex<Vec<PackBuilder>>,
     tx: mpsc::Sender<Upload>,
     uploader: JoinHandle<Result<Packed>>,
 }
 
 impl Packer {
-    pub(super) fn start(repo: &Repository, target: usize, progress: Arc<IngestProgress>) -> Self {
+    pub(super) fn start(
+        repo: &Repository,
+        target: usize,
+        segment_entries: usize,
+        progress: Arc<IngestProgress>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(1);
-        let uploader = tokio::spawn(upload_loop(repo.backend().clone(), rx, progress));
+        let segment_due = Arc::new(tokio::sync::Notify::new());
+        let uploader = tokio::spawn(upload_loop(
+            repo.backend().clone(),
+            rx,
+            progress,
+            segment_due.clone(),
+            segment_entries.max(1),
+        ));
         Packer {
             keys: repo.keys().clone(),
             chunker: repo.config().chunker,
             zstd_level: repo.config().zstd_level,
             target,
-            index: repo.index(),
             recovered: repo.recovered_blobs(),
-            session: Mutex::new(HashSet::new()),
+            dedup: Mutex::new(Dedup {
+                index: repo.index(),
+                pending: HashSet::new(),
+            }),
+            segment_due,
+            segments: Mutex::new(Vec::new()),
             pool: Mutex::new(Vec::new()),
             tx,
             uploader,
@@ -85,11 +131,16 @@ impl Packer {
     /// Called on the blocking pool.
     pub(super) fn store_blob(&self, data: &[u8]) -> Result<BlobId> {
         let id = self.keys.blob_id(data);
-        if self.index.contains(&id)
-            || self.recovered.contains_key(&id)
-            || !self.session.lock().expect("session lock").insert(id)
-        {
+        if self.recovered.contains_key(&id) {
             return Ok(id);
+        }
+        {
+            // One lock for both, so a blob moving from pending to the
+            // index is never missed by both.
+            let mut d = self.dedup.lock().expect("dedup lock");
+            if d.index.contains(&id) || !d.pending.insert(id) {
+                return Ok(id);
+            }
         }
         let builder = self.pool.lock().expect("pool lock").pop();
         let mut builder = builder.unwrap_or_else(|| {
@@ -131,12 +182,48 @@ impl Packer {
                 .await
                 .map_err(|_| stopped())?;
         }
+        self.barrier(false).await.map(drop)
+    }
+
+    async fn barrier(&self, drain: bool) -> Result<Vec<IndexEntry>> {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Upload::Barrier(done))
+            .send(Upload::Barrier { done, drain })
             .await
             .map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
+    }
+
+    /// Writes the index segment of the packs stored so far that no
+    /// segment covers, adds it to the local index cache, and lets dedup
+    /// find those blobs there instead of in memory. The segment only
+    /// restates stored packs, so a pass killed afterwards leaves nothing
+    /// a reader trips on: the next refresh reads it like any other.
+    pub(super) async fn write_segment(&self, repo: &Repository) -> Result<()> {
+        let mut entries = self.barrier(true).await?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        entries.sort_by_key(|e| e.blob);
+        entries.dedup_by_key(|e| e.blob);
+        let segment = Segment {
+            entries,
+            supersedes: Vec::new(),
+        };
+        let id = repo.put_segment(&segment).await?;
+        repo.add_segment_to_cache(id, &segment)?;
+        let index = repo.index();
+        {
+            let mut d = self.dedup.lock().expect("dedup lock");
+            d.index = index;
+            for e in &segment.entries {
+                d.pending.remove(&e.blob);
+            }
+            d.pending.shrink_to(SEGMENT_ENTRIES);
+        }
+        self.segments.lock().expect("segments lock").push(id);
+        tracing::debug!(segment = %id, entries = segment.entries.len(), "pass index segment written");
+        Ok(())
     }
 
     /// Flushes partly filled packs, waits for every upload, and returns
@@ -152,9 +239,12 @@ impl Packer {
             }
         }
         drop(self.tx);
-        self.uploader
+        let mut packed = self
+            .uploader
             .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("uploader task: {e}")))?
+            .map_err(|e| Error::new(ErrorKind::Io, format!("uploader task: {e}")))??;
+        packed.segments = std::mem::take(&mut *self.segments.lock().expect("segments lock"));
+        Ok(packed)
     }
 }
 
@@ -169,6 +259,8 @@ async fn upload_loop(
     backend: DynBackend,
     mut rx: mpsc::Receiver<Upload>,
     progress: Arc<IngestProgress>,
+    segment_due: Arc<tokio::sync::Notify>,
+    segment_entries: usize,
 ) -> Result<Packed> {
     let mut packed = Packed::default();
     let mut set: JoinSet<Result<(usize, u64)>> = JoinSet::new();
@@ -176,7 +268,7 @@ async fn upload_loop(
     while let Some(upload) = rx.recv().await {
         let pack = match upload {
             Upload::Pack(pack) => pack,
-            Upload::Barrier(done) => {
+            Upload::Barrier { done, drain } => {
                 while let Some(j) = set.join_next().await {
                     if let Err(e) = joined(Some(j), &progress) {
                         result = Err(e);
@@ -185,7 +277,12 @@ async fn upload_loop(
                 // The failure goes to the waiter, which fails the pass with it.
                 let outcome = std::mem::replace(&mut result, Ok(()));
                 let failed = outcome.is_err();
-                let _ = done.send(outcome);
+                let entries = if drain {
+                    std::mem::take(&mut packed.entries)
+                } else {
+                    Vec::new()
+                };
+                let _ = done.send(outcome.map(|()| entries));
                 if failed {
                     result = Err(stopped());
                     break;
@@ -202,6 +299,9 @@ async fn upload_loop(
                 .iter()
                 .map(|e| IndexEntry::from_pack(pack.id, e)),
         );
+        if packed.entries.len() >= segment_entries {
+            segment_due.notify_one();
+        }
         let b = backend.clone();
         set.spawn(async move {
             let name = pack_name(&pack.id);

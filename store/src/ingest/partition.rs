@@ -391,7 +391,8 @@ impl<'a, 'r> Candidates<'a, 'r> {
     /// [`HOT_THROTTLES`] times within [`HOT_WINDOW`] and pages remain
     /// after `page_end` (the last key of the page just listed), the range
     /// ends there and the keys after it become a new partition with a lane
-    /// of its own (taking half the rate), which may be split again. Where
+    /// of its own (taking half the rate, in the same throttle domain), which
+    /// may be split again. Where
     /// S3 has split its own partition, the parts then go at their own pace.
     fn maybe_split(&mut self, state: &mut PartitionState, page_end: &str) {
         let ctx = self.ctx;
@@ -413,8 +414,7 @@ impl<'a, 'r> Candidates<'a, 'r> {
             until: self.range.until.replace(page_end.to_string()),
         };
         state.range = self.range.clone();
-        let rate = ctx.scheduler.split_rate(self.lane);
-        let lane = ctx.scheduler.add_lane(&upper.after, Some(rate));
+        let lane = ctx.scheduler.split_lane(self.lane, &upper.after);
         ctx.lanes.insert(&upper.after, lane);
         let slot = {
             let mut states = lock(&ctx.states);

@@ -116,13 +116,24 @@ pub struct Aimd {
 }
 
 impl Aimd {
-    /// A controller starting at `rate` requests/s.
+    /// A controller starting at `rate` requests/s, in slow start: the
+    /// capacity is unknown.
     pub fn new(rate: f64, min: f64, max: f64, now: Instant) -> Self {
+        Self::starting(rate, min, max, now, true)
+    }
+
+    /// A controller starting at `rate` requests/s, a rate known to be
+    /// sustainable (another lane's): it grows additively from there.
+    pub fn known(rate: f64, min: f64, max: f64, now: Instant) -> Self {
+        Self::starting(rate, min, max, now, false)
+    }
+
+    fn starting(rate: f64, min: f64, max: f64, now: Instant, slow_start: bool) -> Self {
         Aimd {
             rate: rate.clamp(min, max),
             min,
             max,
-            slow_start: true,
+            slow_start,
             last_tick: now,
             last_decrease: None,
             limited: false,
@@ -201,6 +212,32 @@ impl Aimd {
         }
     }
 
+    /// Stops growth at the current rate for [`HOLD`] without cutting:
+    /// another lane of the same throttle domain met back-pressure.
+    pub fn hold(&mut self, now: Instant) {
+        self.slow_start = false;
+        let cap = match self.ceiling {
+            Some((cap, until)) if now < until => cap.min(self.rate),
+            _ => self.rate,
+        };
+        self.ceiling = Some((cap, now + HOLD));
+    }
+
+    /// Splits off `share` of the rate (and the same ceiling, scaled) into
+    /// a controller for a lane taking over part of this lane's work.
+    pub fn split(&mut self, share: f64) -> Aimd {
+        let mut other = self.clone();
+        other.rate = (self.rate * share).max(self.min);
+        other.ceiling = self.ceiling.map(|(cap, until)| (cap * share, until));
+        self.rate = (self.rate * (1.0 - share)).max(self.min);
+        self.ceiling = self
+            .ceiling
+            .map(|(cap, until)| (cap * (1.0 - share), until));
+        self.slow_start = false;
+        other.slow_start = false;
+        other
+    }
+
     /// Cuts the rate, at most once per `spacing` seconds (or twice the
     /// lane's latency, if longer): requests sent before the cut report
     /// back-pressure too and must not cut again.
@@ -242,12 +279,29 @@ pub struct ScheduleCounters {
 
 struct Lane {
     aimd: Aimd,
+    /// Lanes of one domain share the source's capacity (a lane and the
+    /// lanes split off it): back-pressure on one holds the others.
+    domain: LaneId,
     /// Rate tokens (at most a tenth of a second's worth).
     tokens: f64,
     refilled: Instant,
     in_flight: usize,
     requests: u64,
     throttled: u64,
+}
+
+impl Lane {
+    fn new(aimd: Aimd, domain: LaneId, now: Instant) -> Self {
+        Lane {
+            aimd,
+            domain,
+            tokens: 1.0,
+            refilled: now,
+            in_flight: 0,
+            requests: 0,
+            throttled: 0,
+        }
+    }
 }
 
 /// A token bucket that may go into debt (bytes are charged after a read),
@@ -336,37 +390,48 @@ impl Scheduler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a lane starting at `rate` requests/s (the default when `None`).
+    /// Adds a lane, a throttle domain of its own. With `rate` (another
+    /// lane's, known to be sustainable) it starts there and grows
+    /// additively; without, it slow-starts from the initial rate.
     pub fn add_lane(&self, name: &str, rate: Option<f64>) -> LaneId {
         let now = Instant::now();
         let o = &self.opts;
-        let rate = rate.unwrap_or(o.initial_rate);
+        let aimd = match rate {
+            Some(r) => Aimd::known(r, o.min_rate, o.max_rate, now),
+            None => Aimd::new(o.initial_rate, o.min_rate, o.max_rate, now),
+        };
         let mut st = self.state();
-        st.lanes.push(Lane {
-            aimd: Aimd::new(rate, o.min_rate, o.max_rate, now),
-            tokens: 1.0,
-            refilled: now,
-            in_flight: 0,
-            requests: 0,
-            throttled: 0,
-        });
-        let id = st.lanes.len() - 1;
-        tracing::debug!(lane = id, after = name, rate, "lane added");
+        let id = st.lanes.len();
+        st.lanes.push(Lane::new(aimd, id, now));
+        tracing::debug!(
+            lane = id,
+            after = name,
+            rate = st.lanes[id].aimd.rate(),
+            "lane added"
+        );
         id
     }
 
-    /// Halves `lane`'s rate for a split and returns the other half, the
-    /// starting rate of the lane taking over part of its range.
-    pub fn split_rate(&self, lane: LaneId) -> f64 {
+    /// Adds a lane that takes over part of `parent`'s range: it takes half
+    /// the parent's rate and ceiling, and joins its throttle domain.
+    pub fn split_lane(&self, parent: LaneId, name: &str) -> LaneId {
+        let now = Instant::now();
         let mut st = self.state();
-        match st.lanes.get_mut(lane) {
-            Some(l) => {
-                let half = (l.aimd.rate() / 2.0).max(l.aimd.min);
-                l.aimd.rate = half;
-                half
-            }
-            None => self.opts.initial_rate,
-        }
+        let id = st.lanes.len();
+        let Some(p) = st.lanes.get_mut(parent) else {
+            drop(st);
+            return self.add_lane(name, None);
+        };
+        let (aimd, domain) = (p.aimd.split(0.5), p.domain);
+        st.lanes.push(Lane::new(aimd, domain, now));
+        tracing::debug!(
+            lane = id,
+            parent,
+            after = name,
+            rate = st.lanes[id].aimd.rate(),
+            "lane split off"
+        );
+        id
     }
 
     /// Requests on `lane` answered with back-pressure so far.
@@ -483,18 +548,29 @@ impl Scheduler {
 
     fn release(&self, lane: LaneId, signal: Signal) {
         let now = Instant::now();
+        let throttled = matches!(signal, Signal::Throttled(_));
         let mut st = self.state();
-        if let Some(l) = st.lanes.get_mut(lane) {
-            l.in_flight = l.in_flight.saturating_sub(1);
-            if matches!(signal, Signal::Throttled(_)) {
-                l.throttled += 1;
-                self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            }
-            if self.opts.adaptive {
-                l.aimd.observe(signal, now);
-                // A cut takes effect at once: no saved-up burst.
-                if matches!(signal, Signal::Throttled(_)) {
-                    l.tokens = l.tokens.min(0.0);
+        let Some(l) = st.lanes.get_mut(lane) else {
+            return;
+        };
+        l.in_flight = l.in_flight.saturating_sub(1);
+        if throttled {
+            l.throttled += 1;
+            self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.opts.adaptive {
+            return;
+        }
+        l.aimd.observe(signal, now);
+        if throttled {
+            // A cut takes effect at once: no saved-up burst.
+            l.tokens = l.tokens.min(0.0);
+            // The rest of the domain stops growing: one probe of the
+            // shared capacity at a time.
+            let domain = l.domain;
+            for (i, other) in st.lanes.iter_mut().enumerate() {
+                if i != lane && other.domain == domain {
+                    other.aimd.hold(now);
                 }
             }
         }
@@ -712,6 +788,58 @@ mod tests {
             a.tick(now);
         }
         assert!(a.rate() > 45.0);
+    }
+
+    #[test]
+    fn a_lane_started_at_a_known_rate_grows_additively() {
+        let t0 = Instant::now();
+        let mut a = Aimd::known(40.0, 1.0, 5_500.0, t0);
+        let mut now = t0;
+        for _ in 0..10 {
+            a.note_limited();
+            now += TICK;
+            a.tick(now);
+        }
+        assert!(a.rate() > 40.0 && a.rate() < 41.0, "{}", a.rate());
+        a.observe(Signal::Throttled(None), now);
+        assert!(a.rate() < 40.0 * BACKOFF + 1.0, "a cut, not a halving");
+    }
+
+    /// Drives `lanes` as if they always had work: takes every slot it
+    /// may for `secs` and reports success.
+    fn drive(s: &Arc<Scheduler>, lanes: &[LaneId], secs: f64) {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < end {
+            for &l in lanes {
+                if s.try_acquire(l).is_ok() {
+                    let mut p = s.permit(l);
+                    p.signal = Signal::Ok(Duration::from_millis(1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_split_lane_shares_the_rate_and_back_pressure_holds_its_domain() {
+        let s = Arc::new(Scheduler::new(SchedulerOptions::default()));
+        let a = s.add_lane("a", Some(40.0));
+        let other = s.add_lane("z", Some(40.0));
+        let b = s.split_lane(a, "m");
+        assert!((s.lane_rate(a) - 20.0).abs() < 1e-9);
+        assert!((s.lane_rate(b) - 20.0).abs() < 1e-9);
+        // Back-pressure on `a` cuts it and stops `b` growing; the lane of
+        // another domain keeps growing.
+        let mut p = s.permit(a);
+        p.signal = Signal::Throttled(None);
+        drop(p);
+        assert!((s.lane_rate(a) - 20.0 * BACKOFF).abs() < 1e-9);
+        let (b0, o0) = (s.lane_rate(b), s.lane_rate(other));
+        drive(&s, &[a, b, other], 1.0);
+        assert!((s.lane_rate(b) - b0).abs() < 1e-9, "b held at {b0}");
+        assert!(s.lane_rate(other) > o0, "other domain grows");
+        assert!(s.lane_rate(a) > 20.0 * BACKOFF, "the cut lane regrows");
+        assert!(s.lane_rate(a) <= 20.0 * HEADROOM + 1e-9);
     }
 
     #[test]

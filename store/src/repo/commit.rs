@@ -35,8 +35,11 @@ pub struct CommitRequest {
     pub source: String,
     /// The run of this point's changes (its pages already stored), if any.
     pub run: Option<RunDescriptor>,
-    /// Index entries for packs written since the last commit.
+    /// Index entries for packs written since the last commit that no
+    /// segment in `segments_written` covers.
     pub index_entries: Vec<IndexEntry>,
+    /// Index segments the pass already wrote (and added to the cache).
+    pub segments_written: Vec<ObjectId>,
     /// Counts (objects, bytes, puts, deletes, packs, stored bytes).
     pub stats: PointStats,
 }
@@ -99,7 +102,7 @@ impl Repository {
     ) -> Result<Point> {
         let seq = prev.map_or(0, |(p, _)| p.seq + 1);
         // 2. Index segment.
-        let mut segments = Vec::new();
+        let mut segments = req.segments_written;
         let mut entries = req.index_entries;
         entries.sort_by_key(|e| e.blob);
         entries.dedup_by(|a, b| a.blob == b.blob);

@@ -36,7 +36,7 @@ pub struct IndexRefresh {
 }
 
 /// Entries per merge batch, so a rebuild never holds the whole index in RAM.
-const MERGE_BATCH: usize = 1 << 20;
+const MERGE_BATCH: usize = 1 << 18;
 
 impl Repository {
     /// Opens the cache file, rebuilding it if damaged.
@@ -151,8 +151,12 @@ impl Repository {
         mut entries: Vec<IndexEntry>,
     ) -> Result<Arc<IndexCache>> {
         entries.sort_by_key(|e| e.blob);
-        cache.write_merged(&self.cache_path, segments, superseded, &entries)?;
-        Ok(Arc::new(IndexCache::open(&self.cache_path)?))
+        Ok(Arc::new(cache.add_layer(
+            &self.cache_path,
+            segments,
+            superseded,
+            &entries,
+        )?))
     }
 
     /// Index segments in the vault, with their stored sizes.
@@ -233,8 +237,8 @@ impl Repository {
     }
 
     /// Merges live index segments of similar size once
-    /// [`SEGMENT_MERGE_FANOUT`] of them pile up, so a cold reader fetches
-    /// few segments. The merged segment names the ones it supersedes; they
+    /// [`SEGMENT_MERGE_FANOUT`] of them pile up (below
+    /// [`SEGMENT_MERGE_MAX_TIER`]), so a cold reader fetches few segments. The merged segment names the ones it supersedes; they
     /// stay in the vault (immutable) and readers skip them.
     pub(crate) async fn compact_segments(&self) -> Result<usize> {
         let mut merged = 0;
@@ -249,8 +253,9 @@ impl Repository {
                 }
             }
             let Some(group) = tiers
-                .into_values()
-                .find(|g| g.len() >= SEGMENT_MERGE_FANOUT)
+                .into_iter()
+                .find(|(tier, g)| *tier < SEGMENT_MERGE_MAX_TIER && g.len() >= SEGMENT_MERGE_FANOUT)
+                .map(|(_, g)| g)
             else {
                 return Ok(merged);
             };
@@ -294,6 +299,12 @@ impl Repository {
 
 /// Live segments merged at once.
 pub const SEGMENT_MERGE_FANOUT: usize = 16;
+
+/// Segments of this tier (1 MiB stored) and above are not merged: a merge
+/// holds its inputs in memory, so it stays under 16 MiB of segments. A
+/// pass writes its segments at about 3.5 MiB as it goes; merging exists
+/// for the many small segments of small passes.
+pub const SEGMENT_MERGE_MAX_TIER: u32 = 2;
 
 /// Size tier of a stored segment: how many times size/64 KiB divides by 16.
 fn segment_tier(size: u64) -> u32 {

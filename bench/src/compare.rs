@@ -1,0 +1,723 @@
+//! `strata-bench compare`: Strata against the tools a user would pick
+//! instead — restic, rustic and rclone — on the same generated dataset and
+//! machine, one after the other.
+//!
+//! Per tool: initial backup, incremental backup after the 1% mutation,
+//! full restore (then compared byte for byte with the source), verify
+//! with data reads; each timed under GNU `time` (wall, CPU, peak RSS);
+//! then the vault's size and its number of files (the PUTs an object
+//! store would bill). With `--s3`, the same dataset in a bucket on the
+//! local S3 server is backed up into an S3 vault and compared with
+//! `rclone copy` bucket to bucket. The table goes to stdout and, with
+//! `--docs`, into `docs/benchmarks.md` between markers, with an SVG.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::dataset::{files, mutate, Dataset, Preset};
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// Dataset preset.
+    #[arg(long, value_enum, default_value = "small")]
+    preset: Preset,
+    /// Working directory (dataset, vaults, restores); reused datasets are
+    /// regenerated when their preset differs.
+    #[arg(long, default_value = "/tmp/strata-compare")]
+    work: PathBuf,
+    /// Tools to run; a peer that is not installed is skipped with a note.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "strata,restic,rustic,rclone"
+    )]
+    tools: Vec<String>,
+    /// The strata binary.
+    #[arg(long, default_value = "target/release/strata")]
+    strata: PathBuf,
+    /// Also S3 source to S3 vault on the local S3 server against `rclone
+    /// copy` bucket to bucket (needs `scripts/s3-server start` and its env).
+    #[arg(long)]
+    s3: bool,
+    /// Write the table into this markdown file (between
+    /// `<!-- compare:PRESET -->` markers) and an SVG beside it.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+}
+
+/// One timed command.
+#[derive(Clone, Copy, Debug, Default)]
+struct Timing {
+    wall_s: f64,
+    cpu_s: f64,
+    rss_mib: f64,
+}
+
+/// Runs `cmd` under GNU time with its output in `log`.
+fn timed(cmd: Command, log: &Path) -> Result<Timing> {
+    let times = log.with_extension("time");
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped
+        .arg("-f")
+        .arg("%e %U %S %M")
+        .arg("-o")
+        .arg(&times)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    let out = std::fs::File::create(log)?;
+    let status = wrapped
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .status()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        bail!(
+            "{:?} failed ({status}); log {}:\n{}",
+            cmd.get_program(),
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let t = std::fs::read_to_string(&times)?;
+    let v: Vec<f64> = t
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    if v.len() < 4 {
+        bail!("unreadable timing {t:?} in {}", times.display());
+    }
+    Ok(Timing {
+        wall_s: v[0],
+        cpu_s: v[1] + v[2],
+        rss_mib: v[3] / 1024.0,
+    })
+}
+
+/// How to drive one tool.
+struct Tool {
+    name: &'static str,
+    /// Absent peers are skipped.
+    program: PathBuf,
+    vault: PathBuf,
+    cache: PathBuf,
+}
+
+impl Tool {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.program);
+        let vault = self.vault.to_string_lossy().to_string();
+        let cache = self.cache.to_string_lossy().to_string();
+        match self.name {
+            "strata" => {
+                c.env("STRATA_PASSWORD", PASSWORD).args([
+                    "--quiet",
+                    "--vault",
+                    &vault,
+                    "--cache-dir",
+                    &cache,
+                ]);
+            }
+            "restic" => {
+                c.env("RESTIC_PASSWORD", PASSWORD)
+                    .args(["-r", &vault, "--cache-dir", &cache]);
+            }
+            "rustic" => {
+                c.env("RUSTIC_PASSWORD", PASSWORD).args([
+                    "-r",
+                    &vault,
+                    "--cache-dir",
+                    &cache,
+                    "--no-progress",
+                ]);
+            }
+            _ => {
+                // An empty config: local paths need none.
+                c.env("RCLONE_CONFIG", cache.as_str()).arg("-q");
+            }
+        }
+        c.args(args);
+        c
+    }
+
+    fn init(&self) -> Command {
+        match self.name {
+            "strata" | "restic" | "rustic" => self.cmd(&["init"]),
+            _ => {
+                let mut c = Command::new("mkdir");
+                c.arg("-p").arg(&self.vault);
+                c
+            }
+        }
+    }
+
+    fn backup(&self, data: &Path) -> Command {
+        let d = data.to_string_lossy().to_string();
+        let v = self.vault.to_string_lossy().to_string();
+        match self.name {
+            "strata" => self.cmd(&["ingest", &d]),
+            "restic" => self.cmd(&["backup", "--quiet", &d]),
+            "rustic" => self.cmd(&["backup", &d]),
+            // A mirror: deletions follow, as a backup's point would.
+            _ => self.cmd(&["sync", &d, &v]),
+        }
+    }
+
+    fn restore(&self, to: &Path) -> Command {
+        let t = to.to_string_lossy().to_string();
+        let v = self.vault.to_string_lossy().to_string();
+        match self.name {
+            "strata" => self.cmd(&["restore", "--to", &t]),
+            "restic" => self.cmd(&["restore", "latest", "--target", &t]),
+            "rustic" => self.cmd(&["restore", "latest", &t]),
+            _ => self.cmd(&["copy", &v, &t]),
+        }
+    }
+
+    fn verify(&self, data: &Path) -> Command {
+        let d = data.to_string_lossy().to_string();
+        let v = self.vault.to_string_lossy().to_string();
+        match self.name {
+            "strata" => self.cmd(&["verify", "--read-data"]),
+            "restic" | "rustic" => self.cmd(&["check", "--read-data"]),
+            _ => self.cmd(&["check", "--download", &d, &v]),
+        }
+    }
+}
+
+const PASSWORD: &str = "bench password";
+
+fn find_program(name: &str, strata: &Path) -> Option<PathBuf> {
+    if name == "strata" {
+        return strata.exists().then(|| strata.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+}
+
+/// One tool's results.
+#[derive(Clone, Debug, Default)]
+struct Row {
+    tool: String,
+    initial: Timing,
+    incremental: Timing,
+    restore: Timing,
+    verify: Timing,
+    vault_bytes: u64,
+    vault_files: usize,
+}
+
+fn tree_size(dir: &Path) -> Result<(u64, usize)> {
+    let all = files(dir)?;
+    let mut bytes = 0;
+    for f in &all {
+        bytes += std::fs::metadata(dir.join(f))?.len();
+    }
+    Ok((bytes, all.len()))
+}
+
+/// Checks that `restored` holds exactly the files of `data`, byte for byte.
+fn same_tree(data: &Path, restored: &Path) -> Result<()> {
+    let (a, b) = (files(data)?, files(restored)?);
+    if a != b {
+        let missing = a.iter().filter(|p| !b.contains(p)).count();
+        let extra = b.iter().filter(|p| !a.contains(p)).count();
+        bail!(
+            "restore of {} differs: {missing} files missing, {extra} extra",
+            restored.display()
+        );
+    }
+    for f in &a {
+        if std::fs::read(data.join(f))? != std::fs::read(restored.join(f))? {
+            bail!("restored {} differs from the source", f.display());
+        }
+    }
+    Ok(())
+}
+
+/// Where a tool put the restored tree: under the data directory's absolute
+/// path (restic, rustic) or at the target itself.
+fn restored_root(target: &Path, data: &Path) -> PathBuf {
+    let nested = target.join(data.strip_prefix("/").unwrap_or(data));
+    if nested.is_dir() {
+        nested
+    } else {
+        target.to_path_buf()
+    }
+}
+
+fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.name));
+    for d in [&tool.vault, &tool.cache] {
+        if d.is_dir() {
+            std::fs::remove_dir_all(d)?;
+        }
+    }
+    if tool.name == "rclone" {
+        std::fs::write(&tool.cache, "")?;
+    }
+    timed(tool.init(), &log("init"))?;
+    let initial = timed(tool.backup(data), &log("initial"))?;
+    Ok(Row {
+        tool: tool.name.to_string(),
+        initial,
+        ..Row::default()
+    })
+}
+
+fn finish_tool(tool: &Tool, row: &mut Row, data: &Path, work: &Path) -> Result<()> {
+    let logs = work.join("logs");
+    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.name));
+    row.incremental = timed(tool.backup(data), &log("incremental"))?;
+    let target = work.join(format!("restore-{}", tool.name));
+    if target.exists() {
+        std::fs::remove_dir_all(&target)?;
+    }
+    row.restore = timed(tool.restore(&target), &log("restore"))?;
+    same_tree(data, &restored_root(&target, data))?;
+    std::fs::remove_dir_all(&target)?;
+    row.verify = timed(tool.verify(data), &log("verify"))?;
+    (row.vault_bytes, row.vault_files) = tree_size(&tool.vault)?;
+    Ok(())
+}
+
+/// The dataset, generated afresh under `work/data` (a run mutates it).
+fn dataset(preset: Preset, work: &Path) -> Result<PathBuf> {
+    let data = work.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
+    let plan = Dataset::plan(preset);
+    eprintln!(
+        "generating the {} dataset ({} objects) …",
+        preset.name(),
+        plan.len()
+    );
+    plan.write(&data)?;
+    Ok(data)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn table(rows: &[Row], objects: usize, bytes: u64, changed: usize) -> String {
+    let mb = bytes as f64 / 1e6;
+    let mut s = String::new();
+    s.push_str("| tool | initial s | objects/s | MB/s | CPU s | peak RSS MiB | incremental s | incr. RSS MiB | restore s | restore MB/s | verify s | vault MB | vault files |\n");
+    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.2} | {:.0} | {} |",
+            r.tool,
+            r.initial.wall_s,
+            objects as f64 / r.initial.wall_s.max(0.01),
+            mb / r.initial.wall_s.max(0.01),
+            r.initial.cpu_s,
+            r.initial.rss_mib,
+            r.incremental.wall_s,
+            r.incremental.rss_mib,
+            r.restore.wall_s,
+            mb / r.restore.wall_s.max(0.01),
+            r.verify.wall_s,
+            r.vault_bytes as f64 / 1e6,
+            r.vault_files,
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nDataset: {objects} objects, {mb:.0} MB; the incremental pass follows a mutation of {changed} objects (1%)."
+    );
+    if let (Some(st), Some(re)) = (
+        rows.iter().find(|r| r.tool == "strata"),
+        rows.iter().find(|r| r.tool == "restic"),
+    ) {
+        let _ = writeln!(
+            s,
+            "\nStrata / restic: initial objects/s **{:.2}×**, peak RSS **{:.2}×**, incremental **{:.2}× faster**, restore MB/s **{:.2}×**, vault size {:.2}×, vault files {:.2}×.",
+            re.initial.wall_s / st.initial.wall_s.max(0.01),
+            st.initial.rss_mib / re.initial.rss_mib.max(0.01),
+            re.incremental.wall_s / st.incremental.wall_s.max(0.01),
+            re.restore.wall_s / st.restore.wall_s.max(0.01),
+            st.vault_bytes as f64 / re.vault_bytes.max(1) as f64,
+            st.vault_files as f64 / re.vault_files.max(1) as f64,
+        );
+    }
+    s
+}
+
+/// Bars per tool for a few measures, one panel each.
+#[allow(clippy::cast_precision_loss)]
+fn plot(rows: &[Row], objects: usize, bytes: u64, title: &str) -> String {
+    let mb = bytes as f64 / 1e6;
+    let panels: Vec<(&str, Vec<f64>)> = vec![
+        (
+            "initial objects/s",
+            rows.iter()
+                .map(|r| objects as f64 / r.initial.wall_s.max(0.01))
+                .collect(),
+        ),
+        (
+            "incremental s (lower is better)",
+            rows.iter().map(|r| r.incremental.wall_s).collect(),
+        ),
+        (
+            "restore MB/s",
+            rows.iter()
+                .map(|r| mb / r.restore.wall_s.max(0.01))
+                .collect(),
+        ),
+        (
+            "peak RSS MiB, initial",
+            rows.iter().map(|r| r.initial.rss_mib).collect(),
+        ),
+        (
+            "vault files",
+            rows.iter().map(|r| r.vault_files as f64).collect(),
+        ),
+    ];
+    let (pw, ph, top) = (220.0, 180.0, 30.0);
+    let w = pw * panels.len() as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"8\" y=\"16\">{title}</text>\n",
+        ph + top + 30.0
+    );
+    let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+    for (p, (name, values)) in panels.iter().enumerate() {
+        let x0 = p as f64 * pw + 10.0;
+        let max = values.iter().copied().fold(0.0f64, f64::max).max(1e-9);
+        let _ = writeln!(svg, "<text x=\"{x0}\" y=\"{}\">{name}</text>", top + 8.0);
+        let bw = (pw - 30.0) / values.len().max(1) as f64;
+        for (i, v) in values.iter().enumerate() {
+            let h = (ph - 40.0) * v / max;
+            let x = x0 + i as f64 * bw;
+            let y = top + ph - h;
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"/><text x=\"{x:.1}\" y=\"{:.1}\">{v:.0}</text><text x=\"{x:.1}\" y=\"{:.1}\">{}</text>",
+                bw - 6.0,
+                colours[i % colours.len()],
+                y - 3.0,
+                top + ph + 14.0,
+                rows[i].tool
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Replaces the text between `<!-- compare:ID -->` and
+/// `<!-- /compare:ID -->` in `doc` (appending the section when missing).
+pub fn splice(doc: &str, id: &str, body: &str) -> String {
+    let (open, close) = (
+        format!("<!-- compare:{id} -->"),
+        format!("<!-- /compare:{id} -->"),
+    );
+    match (doc.find(&open), doc.find(&close)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{open}\n{body}{}", &doc[..a], &doc[b..])
+        }
+        _ => format!("{doc}\n{open}\n{body}{close}\n"),
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores, {mem:.0} GiB")
+}
+
+fn version(program: &Path, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub async fn compare(a: CompareArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.work)?;
+    let work = a.work.canonicalize()?;
+    let data = dataset(a.preset, &work)?;
+    let (bytes, objects) = tree_size(&data)?;
+    let mut tools = Vec::new();
+    let mut notes = Vec::new();
+    for name in &a.tools {
+        let name: &'static str = match name.as_str() {
+            "strata" => "strata",
+            "restic" => "restic",
+            "rustic" => "rustic",
+            "rclone" => "rclone",
+            other => bail!("unknown tool {other:?} (strata, restic, rustic, rclone)"),
+        };
+        let Some(program) = find_program(name, &a.strata) else {
+            notes.push(format!("{name}: not installed, skipped"));
+            continue;
+        };
+        let v = version(
+            &program,
+            if name == "strata" {
+                "--version"
+            } else {
+                "version"
+            },
+        );
+        notes.push(format!("{name}: {}", v.trim()));
+        tools.push(Tool {
+            name,
+            program,
+            vault: work.join(format!("vault-{name}")),
+            cache: work.join(if name == "rclone" {
+                "rclone.conf".to_string()
+            } else {
+                format!("cache-{name}")
+            }),
+        });
+    }
+    let mut rows = Vec::new();
+    for t in &tools {
+        eprintln!("{}: initial backup …", t.name);
+        rows.push(run_tool(t, &data, &work)?);
+    }
+    let m = mutate(&data, 1)?;
+    let changed = m.overwritten + m.added + m.deleted;
+    for (t, row) in tools.iter().zip(rows.iter_mut()) {
+        eprintln!("{}: incremental, restore, verify …", t.name);
+        finish_tool(t, row, &data, &work)?;
+    }
+    let mut out = table(&rows, objects, bytes, changed);
+    let _ = writeln!(out, "\nMachine: {}; {}.", machine(), notes.join("; "));
+    if a.s3 {
+        let rclone = tools.iter().any(|t| t.name == "rclone");
+        out.push_str(&s3_to_s3(&data, &a.strata, &work, rclone).await?);
+    }
+    println!("{out}");
+    if let Some(doc) = &a.docs {
+        let dir = doc.parent().unwrap_or(Path::new("."));
+        let svg = format!("bench-compare-{}.svg", a.preset.name());
+        std::fs::write(
+            dir.join(&svg),
+            plot(
+                &rows,
+                objects,
+                bytes,
+                &format!(
+                    "{} preset: {objects} objects, {:.0} MB",
+                    a.preset.name(),
+                    bytes as f64 / 1e6
+                ),
+            ),
+        )?;
+        let text = std::fs::read_to_string(doc).unwrap_or_default();
+        let body = format!("{out}\nPlot: [{svg}]({svg})\n");
+        std::fs::write(doc, splice(&text, a.preset.name(), &body))?;
+        eprintln!("wrote {} and {}", doc.display(), dir.join(svg).display());
+    }
+    Ok(())
+}
+
+/// Objects in `bucket`.
+async fn count_objects(client: &aws_sdk_s3::Client, bucket: &str) -> Result<usize> {
+    let mut n = 0;
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .with_context(|| format!("listing {bucket}"))?;
+        n += page.contents().len();
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Puts every file of `data` into `bucket` (key: its relative path).
+async fn upload(client: &aws_sdk_s3::Client, bucket: &str, data: &Path) -> Result<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for f in files(data)? {
+        let key = f.to_string_lossy().to_string();
+        let body = aws_sdk_s3::primitives::ByteStream::from(std::fs::read(data.join(&f))?);
+        let (c, b) = (client.clone(), bucket.to_string());
+        set.spawn(async move { c.put_object().bucket(b).key(key).body(body).send().await });
+        while set.len() >= 32 {
+            set.join_next().await.context("put task")??.context("put")?;
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r?.context("put")?;
+    }
+    Ok(())
+}
+
+/// The dataset in a bucket on the local S3 server, backed up by strata
+/// into an S3 vault (Object Lock) and copied by `rclone copy` to another
+/// bucket: time, objects/s and the PUTs each made.
+#[allow(clippy::cast_precision_loss)]
+async fn s3_to_s3(data: &Path, strata: &Path, work: &Path, with_rclone: bool) -> Result<String> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .context("AWS_ENDPOINT_URL: run `eval \"$(scripts/s3-server env)\"` first")?;
+    let client = strata_tests::s3_client().await;
+    let src = strata_tests::new_bucket(&client, false).await;
+    eprintln!("s3: uploading the dataset to {src} …");
+    upload(&client, &src, data).await?;
+    let (bytes, objects) = tree_size(data)?;
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut rows = Vec::new();
+
+    let vault = strata_tests::new_bucket(&client, true).await;
+    let cache = work.join("cache-s3");
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache)?;
+    }
+    let strata_cmd = |args: &[&str]| {
+        let mut c = Command::new(strata);
+        c.env("STRATA_PASSWORD", PASSWORD)
+            .arg("--quiet")
+            .arg("--vault")
+            .arg(format!("s3://{vault}/v"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args);
+        c
+    };
+    timed(
+        strata_cmd(&["init", "--retention-days", "1"]),
+        &logs.join("s3-strata-init.log"),
+    )?;
+    eprintln!("s3: strata ingest …");
+    let t = timed(
+        strata_cmd(&["ingest", &format!("s3://{src}/")]),
+        &logs.join("s3-strata-ingest.log"),
+    )?;
+    rows.push((
+        "strata ingest → S3 vault",
+        t,
+        count_objects(&client, &vault).await?,
+    ));
+
+    if with_rclone {
+        let dst = strata_tests::new_bucket(&client, false).await;
+        let mut c = Command::new("rclone");
+        let conf = work.join("rclone.conf");
+        std::fs::write(&conf, "")?;
+        c.env("RCLONE_CONFIG", &conf)
+            .env("RCLONE_CONFIG_LOCALS3_TYPE", "s3")
+            .env("RCLONE_CONFIG_LOCALS3_PROVIDER", "Ceph")
+            .env("RCLONE_CONFIG_LOCALS3_ENDPOINT", &endpoint)
+            .env(
+                "RCLONE_CONFIG_LOCALS3_ACCESS_KEY_ID",
+                std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+            )
+            .env(
+                "RCLONE_CONFIG_LOCALS3_SECRET_ACCESS_KEY",
+                std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+            )
+            .args([
+                "-q",
+                "copy",
+                &format!("localS3:{src}"),
+                &format!("localS3:{dst}"),
+            ]);
+        eprintln!("s3: rclone copy …");
+        let t = timed(c, &logs.join("s3-rclone-copy.log"))?;
+        rows.push((
+            "rclone copy bucket → bucket",
+            t,
+            count_objects(&client, &dst).await?,
+        ));
+    }
+
+    let mb = bytes as f64 / 1e6;
+    let mut s = format!(
+        "\nS3 source to S3 on the local S3 server (radosgw, same machine), {objects} objects, {mb:.0} MB:\n\n| run | wall s | objects/s | MB/s | CPU s | peak RSS MiB | objects written (PUTs) | PUTs per 100 source objects |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    );
+    for (name, t, puts) in &rows {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.2} | {:.0} | {:.1} | {:.1} | {:.0} | {puts} | {:.2} |",
+            t.wall_s,
+            objects as f64 / t.wall_s.max(0.01),
+            mb / t.wall_s.max(0.01),
+            t.cpu_s,
+            t.rss_mib,
+            100.0 * *puts as f64 / objects.max(1) as f64,
+        );
+    }
+    if let [(_, st, _), (_, rc, _)] = rows.as_slice() {
+        let _ = writeln!(
+            s,
+            "\nStrata / rclone copy: objects/s **{:.2}×**.",
+            rc.wall_s / st.wall_s.max(0.01)
+        );
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splice_replaces_its_section_only() {
+        let doc = "a\n<!-- compare:small -->\nold\n<!-- /compare:small -->\nb\n";
+        let new = splice(doc, "small", "new\n");
+        assert_eq!(
+            new,
+            "a\n<!-- compare:small -->\nnew\n<!-- /compare:small -->\nb\n"
+        );
+        let appended = splice("a\n", "large", "x\n");
+        assert_eq!(
+            appended,
+            "a\n\n<!-- compare:large -->\nx\n<!-- /compare:large -->\n"
+        );
+    }
+
+    #[test]
+    fn a_restore_that_lost_a_byte_is_caught() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for d in [a.path(), b.path()] {
+            std::fs::create_dir_all(d.join("t/1")).unwrap();
+            std::fs::write(d.join("t/1/x"), b"hello").unwrap();
+        }
+        same_tree(a.path(), b.path()).unwrap();
+        std::fs::write(b.path().join("t/1/x"), b"hellO").unwrap();
+        assert!(same_tree(a.path(), b.path()).is_err());
+        std::fs::remove_file(b.path().join("t/1/x")).unwrap();
+        assert!(same_tree(a.path(), b.path()).is_err());
+    }
+}
