@@ -10,9 +10,6 @@
 //! `strata-bench throttle`: the adaptive scheduler against a fixed
 //! concurrency behind S3-like per-prefix limits (see `throttle.rs`).
 
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 mod compare;
 mod dataset;
 mod scale;
@@ -99,9 +96,16 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse() {
+fn main() -> Result<()> {
+    strata_store::allocator::tune_for_long_runs();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli {
         Cli::Continuous(a) => continuous(a).await,
         Cli::Throttle(a) => throttle::throttle(a).await,
         Cli::Scale(a) => scale::scale(a).await,

@@ -44,6 +44,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod backend;
 pub mod changes;
 pub mod chunk;

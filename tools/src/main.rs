@@ -11,6 +11,7 @@ use strata_store::ErrorKind;
 use cli::Cli;
 
 fn main() -> ExitCode {
+    strata_store::allocator::tune_for_long_runs();
     let cli = Cli::parse();
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -134,11 +134,20 @@ impl Packer {
         if self.recovered.contains_key(&id) {
             return Ok(id);
         }
+        // The index lookup (file reads) runs outside the lock, on the
+        // snapshot; should a segment move blobs from pending to a newer
+        // index meanwhile, the check is repeated on it under the lock, so
+        // a blob is never missed by both.
+        let snapshot = self.dedup.lock().expect("dedup lock").index.clone();
+        if snapshot.contains(&id) {
+            return Ok(id);
+        }
         {
-            // One lock for both, so a blob moving from pending to the
-            // index is never missed by both.
             let mut d = self.dedup.lock().expect("dedup lock");
-            if d.index.contains(&id) || !d.pending.insert(id) {
+            if !Arc::ptr_eq(&d.index, &snapshot) && d.index.contains(&id) {
+                return Ok(id);
+            }
+            if !d.pending.insert(id) {
                 return Ok(id);
             }
         }
