@@ -7,8 +7,8 @@
 //! first sign of trouble, which halves it; then +0.2% of the rate or
 //! 0.05 req/s per tick, up to [`HEADROOM`] of the rate that met
 //! back-pressure; past it again only after [`HOLD`], so the bucket's owner
-//! keeps headroom and sees a probe once a minute, not every second), and it is cut to [`BACKOFF`] of itself on
-//! back-pressure — a throttled
+//! keeps headroom and sees a probe every two minutes, not every second),
+//! and it is cut to [`BACKOFF`] of itself on back-pressure — a throttled
 //! or failed request (503 SlowDown, 5xx, timeouts), or latency rising to
 //! three times the lane's baseline. A throttled lane slows only itself:
 //! workers take requests from lanes with room, so work moves to the
@@ -34,9 +34,13 @@ pub const BACKOFF: f64 = 0.7;
 pub const TICK: Duration = Duration::from_millis(100);
 /// After back-pressure a lane grows back only to [`HEADROOM`] of the rate
 /// that met it, and probes past it again after this long.
-pub const HOLD: Duration = Duration::from_secs(60);
-/// The share of a rate that met back-pressure a lane settles at.
-pub const HEADROOM: f64 = 0.9;
+pub const HOLD: Duration = Duration::from_secs(120);
+/// The share of a rate that met back-pressure a lane settles at. The rate
+/// at the first 503 overshoots what is spare (the prefix's burst lets it
+/// through for a while), and the application's requests meet the empty
+/// bucket more often than the backup's: at 90% the backup still sat above
+/// the spare capacity between its own 503s (measured, docs/benchmarks.md).
+pub const HEADROOM: f64 = 0.8;
 
 /// Options for the scheduler.
 #[derive(Clone, Debug)]
@@ -772,7 +776,7 @@ mod tests {
         a.observe(Signal::Throttled(None), t0);
         a.observe(Signal::Throttled(None), t0 + Duration::from_secs(1));
         // 50 after slow start's halving, then 35 at the second cut, whose
-        // ceiling is 90% of 50.
+        // ceiling is HEADROOM of 50.
         assert!((a.rate() - 35.0).abs() < 1e-9);
         let mut now = t0 + Duration::from_secs(1);
         for _ in 0..250 {
@@ -780,14 +784,15 @@ mod tests {
             now += TICK;
             a.tick(now);
         }
-        assert!((a.rate() - 45.0).abs() < 1e-9, "{}", a.rate());
+        let cap = 50.0 * HEADROOM;
+        assert!((a.rate() - cap).abs() < 1e-9, "{}", a.rate());
         // Past the hold it probes higher.
         while now < t0 + Duration::from_secs(1) + HOLD + Duration::from_secs(5) {
             a.note_limited();
             now += TICK;
             a.tick(now);
         }
-        assert!(a.rate() > 45.0);
+        assert!(a.rate() > cap);
     }
 
     #[test]
