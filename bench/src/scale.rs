@@ -22,6 +22,149 @@ pub struct ScaleArgs {
     /// Where the vault and cache go (default: a temporary directory).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Run these sizes instead, each in a process of its own (so peaks do
+    /// not mix), print the table and write an SVG plot here.
+    #[arg(long, value_delimiter = ',', requires = "plot")]
+    sizes: Vec<u32>,
+    /// Where the plot of `--sizes` goes.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+}
+
+/// One size's result row.
+struct Point {
+    objects: f64,
+    per_s: f64,
+    rss: f64,
+}
+
+/// Runs each size in a child process and plots objects/s and peak RSS.
+fn sizes(a: &ScaleArgs, plot_path: &std::path::Path) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut points = Vec::new();
+    println!("| objects | wall s | objects/s | MiB/s | partitions | peak RSS MiB |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for &n in &a.sizes {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["scale", "--objects", &n.to_string()]);
+        if let Some(d) = &a.dir {
+            let d = d.join(n.to_string());
+            cmd.arg("--dir").arg(&d);
+        }
+        let out = cmd.output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(row) = text.lines().rfind(|l| l.starts_with('|')) else {
+            anyhow::bail!(
+                "scale {n} printed no result: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        println!("{row}");
+        let cells: Vec<f64> = row
+            .split('|')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect();
+        if let [objects, _, per_s, _, _, rss] = cells[..] {
+            points.push(Point {
+                objects,
+                per_s,
+                rss,
+            });
+        }
+        if let Some(d) = &a.dir {
+            let _ = std::fs::remove_dir_all(d.join(n.to_string()));
+        }
+    }
+    std::fs::write(plot_path, plot(&points))?;
+    println!("wrote {}", plot_path.display());
+    Ok(())
+}
+
+/// Two panels over log10(objects): objects/s and peak RSS MiB.
+fn plot(points: &[Point]) -> String {
+    use std::fmt::Write as _;
+    let (pw, ph, left, top) = (320.0, 200.0, 50.0, 30.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        2.0 * (pw + left) + 20.0,
+        ph + top + 40.0
+    );
+    let xs: Vec<f64> = points.iter().map(|p| p.objects.max(1.0).log10()).collect();
+    let (x0, x1) = (
+        xs.iter().copied().fold(f64::INFINITY, f64::min).floor(),
+        xs.iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .ceil()
+            .max(1.0),
+    );
+    let series: [(&str, Vec<f64>); 2] = [
+        ("objects/s", points.iter().map(|p| p.per_s).collect()),
+        ("peak RSS MiB", points.iter().map(|p| p.rss).collect()),
+    ];
+    for (k, (name, ys)) in series.iter().enumerate() {
+        let ox = left + f64::from(u8::try_from(k).unwrap_or(0)) * (pw + left);
+        let max = ys.iter().copied().fold(0.0, f64::max).max(1e-9) * 1.15;
+        let x = |v: f64| ox + pw * (v - x0) / (x1 - x0).max(1e-9);
+        let y = |v: f64| top + ph - ph * v / max;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{ox}\" y=\"16\">{name} against objects in the pass</text>"
+        );
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{ox}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{ox}\" y1=\"{top}\" x2=\"{ox}\" y2=\"{}\" stroke=\"black\"/>",
+            top + ph,
+            ox + pw,
+            top + ph,
+            top + ph
+        );
+        let mut e = x0;
+        while e <= x1 + 1e-9 {
+            let _ = writeln!(
+                svg,
+                "<text x=\"{:.0}\" y=\"{:.0}\">10^{e}</text>",
+                x(e) - 10.0,
+                top + ph + 14.0
+            );
+            e += 1.0;
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.0}\" y=\"{:.0}\">{:.0}</text>",
+            ox - 45.0,
+            top + 4.0,
+            max
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.0}\" y=\"{:.0}\">0</text>",
+            ox - 12.0,
+            top + ph
+        );
+        let path: Vec<String> = xs
+            .iter()
+            .zip(ys)
+            .map(|(&a, &b)| format!("{:.1},{:.1}", x(a), y(b)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>",
+            path.join(" ")
+        );
+        for (&a, &b) in xs.iter().zip(ys) {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f77b4\"/><text x=\"{:.1}\" y=\"{:.1}\">{b:.0}</text>",
+                x(a),
+                y(b),
+                x(a) + 4.0,
+                y(b) - 6.0
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 const TENANTS: u32 = 997;
@@ -152,6 +295,9 @@ impl Source for Scale {
 }
 
 pub async fn scale(a: ScaleArgs) -> Result<()> {
+    if let Some(path) = &a.plot {
+        return sizes(&a, path);
+    }
     let tmp = tempfile::tempdir()?;
     let root = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let repo = Repository::init(

@@ -53,7 +53,8 @@ use scheduler::{LaneMap, Scheduler, SchedulerOptions};
 /// Options for one pass.
 #[derive(Clone, Debug, Default)]
 pub struct IngestOptions {
-    /// Blocking workers reading and encoding objects (default: CPU count).
+    /// Blocking workers reading and encoding objects (default: the CPU
+    /// count; for a remote source at least [`REMOTE_WORKERS`]).
     pub workers: Option<usize>,
     /// Time to stamp the point with, ns since the epoch (default: the
     /// source's clock, else the host's, when the listing finished).
@@ -78,6 +79,11 @@ pub struct IngestOptions {
     /// [`packer::SEGMENT_ENTRIES`]): bounds what the pass holds in memory.
     pub segment_entries: Option<usize>,
 }
+
+/// Workers for a remote (request-limited) source unless told otherwise:
+/// each waits on a GET most of the time. With the CPU count (2 here) an
+/// S3 pass read 46 objects/s from the local server; with 32, 618.
+pub const REMOTE_WORKERS: usize = 32;
 
 /// Partitions a full pass is split into unless told otherwise.
 pub const DEFAULT_PARTITIONS: usize = 64;
@@ -260,7 +266,15 @@ pub async fn ingest(
 
     let workers = opts
         .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            // A remote source's reads wait on the network, not the CPU.
+            if source.paced() {
+                cpus.max(REMOTE_WORKERS)
+            } else {
+                cpus
+            }
+        })
         .max(1);
     let target = opts
         .pack_target_size
