@@ -25,8 +25,7 @@ use crate::backend::DynBackend;
 use crate::chunk::ChunkerParams;
 use crate::crypto::{random_bytes, Keys};
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::BlobId;
-use crate::id::ObjectId;
+use crate::id::{BlobId, ObjectId};
 use crate::index::cache::IndexCache;
 use crate::index::{IndexEntry, Segment};
 use crate::pack::{FinishedPack, PackBuilder};
@@ -56,8 +55,8 @@ pub(super) struct Packed {
 enum Upload {
     Pack(FinishedPack),
     /// Answer once every pack handed over before is stored (or with the
-    /// upload failure), with the entries of the packs stored since the
-    /// last `Drain`.
+    /// upload failure); with `drain`, hand over (and forget) the entries
+    /// of the packs stored since the last drain.
     Barrier {
         done: tokio::sync::oneshot::Sender<Result<Vec<IndexEntry>>>,
         drain: bool,
