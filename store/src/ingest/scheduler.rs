@@ -740,16 +740,21 @@ impl LaneMap {
 mod tests {
     use super::*;
 
+    /// Advances `n` ticks in each of which the lane had more work than rate.
+    fn busy_ticks(a: &mut Aimd, now: &mut Instant, n: usize) {
+        for _ in 0..n {
+            a.note_limited();
+            *now += TICK;
+            a.tick(*now);
+        }
+    }
+
     #[test]
     fn slow_start_grows_until_throttled_then_backs_off_and_grows_slowly() {
         let t0 = Instant::now();
         let mut a = Aimd::new(10.0, 1.0, 5_500.0, t0);
         let mut now = t0;
-        for _ in 0..10 {
-            a.note_limited();
-            now += TICK;
-            a.tick(now);
-        }
+        busy_ticks(&mut a, &mut now, 10);
         let grown = a.rate();
         assert!(grown > 50.0, "slow start reached {grown}");
         a.observe(Signal::Throttled(None), now);
@@ -761,11 +766,7 @@ mod tests {
         a.observe(Signal::Throttled(None), now + Duration::from_millis(10));
         assert!((a.rate() - grown * 0.5).abs() < 1e-9);
         let after_cut = a.rate();
-        for _ in 0..10 {
-            a.note_limited();
-            now += TICK;
-            a.tick(now);
-        }
+        busy_ticks(&mut a, &mut now, 10);
         assert!(a.rate() > after_cut && a.rate() < after_cut + 10.0);
     }
 
@@ -779,11 +780,7 @@ mod tests {
         // ceiling is HEADROOM of 50.
         assert!((a.rate() - 35.0).abs() < 1e-9);
         let mut now = t0 + Duration::from_secs(1);
-        for _ in 0..250 {
-            a.note_limited();
-            now += TICK;
-            a.tick(now);
-        }
+        busy_ticks(&mut a, &mut now, 250);
         let cap = 50.0 * HEADROOM;
         assert!((a.rate() - cap).abs() < 1e-9, "{}", a.rate());
         // Past the hold it probes higher.
@@ -800,11 +797,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Aimd::known(40.0, 1.0, 5_500.0, t0);
         let mut now = t0;
-        for _ in 0..10 {
-            a.note_limited();
-            now += TICK;
-            a.tick(now);
-        }
+        busy_ticks(&mut a, &mut now, 10);
         assert!(a.rate() > 40.0 && a.rate() < 41.0, "{}", a.rate());
         a.observe(Signal::Throttled(None), now);
         assert!(a.rate() < 40.0 * BACKOFF + 1.0, "a cut, not a halving");
