@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// Largest accepted single-blob threshold (16 MiB).
 pub const MAX_THRESHOLD: u32 = 16 << 20;
@@ -70,43 +70,106 @@ impl ChunkerParams {
     }
 
     /// Streams the chunks of `reader` (of expected length `len_hint`) into
-    /// `sink`, holding at most one maximum-size chunk in memory.
+    /// `sink`, reading through `window`, which is reused from object to
+    /// object (no allocation per chunk or per object once it has grown).
     /// Returns the number of bytes read.
     pub fn for_each_chunk(
         &self,
         mut reader: impl Read,
         len_hint: u64,
+        window: &mut ChunkWindow,
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<u64> {
+        let threshold = self.threshold as usize;
         if len_hint <= u64::from(self.threshold) {
-            let mut buf = Vec::with_capacity(usize::try_from(len_hint).unwrap_or(0));
             // Read one byte past the threshold to notice a grown object.
-            let limit = u64::from(self.threshold) + 1;
-            (&mut reader).take(limit).read_to_end(&mut buf)?;
-            if buf.len() as u64 <= u64::from(self.threshold) {
-                sink(&buf)?;
-                return Ok(buf.len() as u64);
+            let buf = window.at_least(threshold + 1, 0);
+            let (n, _) = fill(&mut reader, &mut buf[..threshold + 1])?;
+            if n <= threshold {
+                sink(&buf[..n])?;
+                return Ok(n as u64);
             }
             // It grew past the threshold while we read: chunk it after all.
-            let chained = std::io::Cursor::new(buf).chain(reader);
-            return self.stream(chained, sink);
+            return self.stream(reader, window, n, sink);
         }
-        self.stream(reader, sink)
+        self.stream(reader, window, 0, sink)
     }
 
-    fn stream(&self, reader: impl Read, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    /// Cuts what `reader` holds after the `filled` bytes already at the
+    /// start of `window`. The window holds two maximum-size chunks: each
+    /// cut sees at least a maximum chunk of data (or all that is left), as
+    /// the in-memory cut does, and the unread tail is moved to the front
+    /// at most once per maximum chunk consumed.
+    fn stream(
+        &self,
+        mut reader: impl Read,
+        window: &mut ChunkWindow,
+        filled: usize,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let max = self.max_size as usize;
+        let buf = window.at_least(2 * max, filled);
+        let (mut start, mut end, mut eof) = (0, filled, false);
         let mut total = 0u64;
-        let chunker =
-            fastcdc::v2020::StreamCDC::new(reader, self.min_size, self.avg_size, self.max_size);
-        for chunk in chunker {
-            let chunk = chunk.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(io) => Error::from(io),
-                other => Error::new(ErrorKind::Io, format!("chunking failed: {other}")),
-            })?;
-            total += chunk.data.len() as u64;
-            sink(&chunk.data)?;
+        loop {
+            if !eof && end - start < max {
+                if buf.len() - start < max {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                }
+                let (n, hit_eof) = fill(&mut reader, &mut buf[end..start + max])?;
+                end += n;
+                eof = hit_eof;
+            }
+            if start == end {
+                return Ok(total);
+            }
+            let avail = &buf[start..end];
+            let (_, len) =
+                fastcdc::v2020::FastCDC::new(avail, self.min_size, self.avg_size, self.max_size)
+                    .cut(0, avail.len());
+            sink(&avail[..len])?;
+            total += len as u64;
+            start += len;
         }
-        Ok(total)
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read
+/// and whether it ended.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> Result<(usize, bool)> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => return Ok((n, true)),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from(e)),
+        }
+    }
+    Ok((n, false))
+}
+
+/// The read buffer of [`ChunkerParams::for_each_chunk`], kept by a worker
+/// between objects. It grows to what the largest object read needed (two
+/// maximum chunks at most); its pages are touched only as data fills them.
+#[derive(Debug, Default)]
+pub struct ChunkWindow {
+    buf: Vec<u8>,
+}
+
+impl ChunkWindow {
+    /// The buffer, grown to at least `len` bytes; its first `keep` bytes
+    /// are kept.
+    fn at_least(&mut self, len: usize, keep: usize) -> &mut [u8] {
+        if self.buf.len() < len {
+            // Zeroed by the allocator (fresh pages), not by a memset.
+            let mut grown = vec![0u8; len];
+            grown[..keep].copy_from_slice(&self.buf[..keep]);
+            self.buf = grown;
+        }
+        &mut self.buf
     }
 }
 
@@ -139,10 +202,15 @@ mod tests {
         let data = pattern(20 << 20, 1);
         let cuts = p.cut(&data);
         let mut streamed = Vec::new();
-        p.for_each_chunk(&data[..], data.len() as u64, |c| {
-            streamed.push(c.len());
-            Ok(())
-        })
+        p.for_each_chunk(
+            &data[..],
+            data.len() as u64,
+            &mut ChunkWindow::default(),
+            |c| {
+                streamed.push(c.len());
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(streamed, cuts.iter().map(|c| c.1).collect::<Vec<_>>());
         assert!(cuts.len() > 5);
@@ -152,5 +220,65 @@ mod tests {
         let after = p.cut(&edited);
         let same = after.iter().filter(|c| cuts.contains(c)).count();
         assert!(same + 2 >= cuts.len(), "{same} of {}", cuts.len());
+    }
+
+    /// A reader that hands out at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn short_reads_and_a_reused_window_cut_as_in_memory() {
+        let p = ChunkerParams::default();
+        let mut window = ChunkWindow::default();
+        // Large, then small (the window keeps its size), then one that
+        // crosses the single-blob threshold, read in odd-sized pieces.
+        for (len, step) in [(19 << 20, 65_537), (1000, 7), (3 << 20, 4093), (0, 1)] {
+            let data = pattern(len, len as u64 + 3);
+            let mut got = Vec::new();
+            let read = p
+                .for_each_chunk(
+                    Trickle { data: &data, step },
+                    len as u64,
+                    &mut window,
+                    |c| {
+                        got.push(c.to_vec());
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert_eq!(read, len as u64);
+            let want: Vec<Vec<u8>> = p
+                .cut(&data)
+                .iter()
+                .map(|&(o, l)| data[o..o + l].to_vec())
+                .collect();
+            assert_eq!(got, want, "object of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn an_object_that_grew_past_the_threshold_is_chunked() {
+        let p = ChunkerParams::default();
+        let data = pattern(5 << 20, 9);
+        let mut sizes = Vec::new();
+        // Listed as small; the body is larger.
+        p.for_each_chunk(&data[..], 100, &mut ChunkWindow::default(), |c| {
+            sizes.push(c.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes, p.cut(&data).iter().map(|c| c.1).collect::<Vec<_>>());
+        assert!(sizes.len() > 1);
     }
 }

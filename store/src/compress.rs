@@ -35,24 +35,83 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses `data` at `level`; `None` when compression is off (level 0)
-/// or the result would not save at least 1/64 of the input, in which case
-/// the data is stored raw (no expansion, no wasted CPU on reads).
-pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    if level == 0 || data.len() < 64 {
-        return None;
-    }
-    let out = COMPRESSOR.with(|c| {
+/// Runs `f` with this thread's compressor at `level` (made on first use).
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
+) -> Option<T> {
+    COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
             *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
-        c.as_mut()?.1.compress(data).ok()
-    })?;
-    if out.len() + data.len() / 64 < data.len() {
-        Some(out)
+        Some(f(&mut c.as_mut()?.1))
+    })
+}
+
+/// Compresses `data` at `level`; `None` when compression is off (level 0)
+/// or does not pay (see [`compress_into`]).
+pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    compress_into(data, level, &mut out).then_some(out)
+}
+
+/// Appends the zstd frame of `data` to `out` and returns true, or leaves
+/// `out` as it was and returns false when compression is off (level 0) or
+/// would not save at least 1/64 of the input: such data is stored raw (no
+/// expansion, no wasted CPU on reads). Blobs of [`PROBE_MIN_LEN`] bytes or
+/// more are first probed on a sample, so incompressible data (media,
+/// archives, encrypted files) costs a fraction of a full attempt.
+pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    if level == 0 || data.len() < 64 || !sample_compresses(data, level) {
+        return false;
+    }
+    let start = out.len();
+    let worth = data.len() - data.len() / 64;
+    // Room for the worst case keeps zstd on its single-pass path.
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    let written = with_compressor(level, |c| {
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position(start as u64);
+        c.compress_to_buffer(data, &mut cursor).ok()
+    })
+    .flatten();
+    if written.is_some_and(|n| n < worth) {
+        true
     } else {
-        None
+        out.truncate(start);
+        false
+    }
+}
+
+/// Blobs at least this long are probed before a full compression attempt.
+pub const PROBE_MIN_LEN: usize = 64 << 10;
+/// The probe compresses this many pieces of [`PROBE_PIECE`] bytes, spread
+/// evenly over the blob.
+const PROBE_PIECES: usize = 4;
+const PROBE_PIECE: usize = 4 << 10;
+
+/// True when a sample of `data` saves the 1/64 the whole must save (always
+/// true for data shorter than [`PROBE_MIN_LEN`]). Data whose redundancy
+/// lies only in repeats further apart than a piece is taken for
+/// incompressible: a cost accepted for skipping zstd on random data.
+fn sample_compresses(data: &[u8], level: i32) -> bool {
+    if data.len() < PROBE_MIN_LEN {
+        return true;
+    }
+    let mut sample = [0u8; PROBE_PIECE * PROBE_PIECES];
+    let stride = data.len() / PROBE_PIECES;
+    for (i, piece) in sample.chunks_mut(PROBE_PIECE).enumerate() {
+        piece.copy_from_slice(&data[i * stride..i * stride + PROBE_PIECE]);
+    }
+    let mut frame = [0u8; PROBE_PIECE * PROBE_PIECES + 1024];
+    let written = with_compressor(level, |c| {
+        c.compress_to_buffer(&sample[..], &mut frame[..]).ok()
+    });
+    match written.flatten() {
+        Some(n) => n + sample.len() / 64 < sample.len(),
+        // No compressor or no room: let the full attempt decide.
+        None => true,
     }
 }
 
@@ -110,5 +169,52 @@ mod tests {
         let c = compress(&big, 3).unwrap();
         assert!(decompress(&c, 1024).is_err());
         assert!(decompress(&c, (10 << 20) + 1).is_err());
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_after_what_the_buffer_holds() {
+        let text = b"strata appends ".repeat(10_000);
+        let mut out = b"head".to_vec();
+        assert!(compress_into(&text, 3, &mut out));
+        assert_eq!(&out[..4], b"head");
+        assert_eq!(decompress(&out[4..], text.len()).unwrap(), text);
+        let len = out.len();
+        assert!(!compress_into(&noise(1 << 20, 7), 3, &mut out));
+        assert_eq!(
+            out.len(),
+            len,
+            "a refused attempt leaves the buffer as it was"
+        );
+    }
+
+    #[test]
+    fn probe_skips_noise_and_keeps_mixed_data() {
+        assert!(!sample_compresses(&noise(1 << 20, 1), 3));
+        assert!(compress(&noise(1 << 20, 2), 3).is_none());
+        // Half text, half noise, interleaved in 64 KiB runs: compressible.
+        let mut mixed = Vec::new();
+        for i in 0..16u64 {
+            if i % 2 == 0 {
+                mixed.extend(b"{\"tenant\": 42, \"name\": \"report\"} ".repeat(1800));
+            } else {
+                mixed.extend(noise(64 << 10, i));
+            }
+        }
+        assert!(sample_compresses(&mixed, 3));
+        let c = compress(&mixed, 3).expect("mixed data compresses");
+        assert!(c.len() < mixed.len() * 3 / 4);
+        assert_eq!(decompress(&c, mixed.len()).unwrap(), mixed);
     }
 }

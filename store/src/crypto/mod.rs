@@ -12,7 +12,7 @@
 
 pub mod keyfile;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
 
 use crate::error::{Error, ErrorKind};
@@ -131,15 +131,20 @@ impl ObjectCipher {
 
     /// Encrypts and authenticates; output is ciphertext ‖ 16-byte tag.
     pub fn seal(&self, nonce: Nonce, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        self.0
-            .encrypt(
-                &nonce.bytes().into(),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encryption fails only for inputs over 64 GiB")
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(nonce, aad, &mut out, 0);
+        out
+    }
+
+    /// Encrypts `buf[start..]` where it lies and appends the tag: the bytes
+    /// of [`ObjectCipher::seal`], without a buffer per message.
+    pub fn seal_in_place(&self, nonce: Nonce, aad: &[u8], buf: &mut Vec<u8>, start: usize) {
+        let tag = self
+            .0
+            .encrypt_in_place_detached(&nonce.bytes().into(), aad, &mut buf[start..])
+            .expect("AES-GCM encryption fails only for inputs over 64 GiB");
+        buf.extend_from_slice(&tag);
     }
 
     /// Authenticates and decrypts ciphertext ‖ tag.

@@ -22,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::IngestProgress;
 use crate::backend::DynBackend;
-use crate::chunk::ChunkerParams;
+use crate::chunk::{ChunkWindow, ChunkerParams};
 use crate::crypto::{random_bytes, Keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{BlobId, ObjectId};
@@ -84,6 +84,8 @@ pub(super) struct Packer {
     pub(super) segment_due: Arc<tokio::sync::Notify>,
     segments: Mutex<Vec<ObjectId>>,
     pool: Mutex<Vec<PackBuilder>>,
+    /// Read windows of idle workers.
+    windows: Mutex<Vec<ChunkWindow>>,
     tx: mpsc::Sender<Upload>,
     uploader: JoinHandle<Result<Packed>>,
 }
@@ -117,13 +119,31 @@ impl Packer {
             segment_due,
             segments: Mutex::new(Vec::new()),
             pool: Mutex::new(Vec::new()),
+            windows: Mutex::new(Vec::new()),
             tx,
             uploader,
         }
     }
 
-    pub(super) fn chunker(&self) -> &ChunkerParams {
-        &self.chunker
+    /// Cuts one object's body into blobs, calling `sink` with each, through
+    /// a read window from the pool (one per worker, reused).
+    pub(super) fn chunk_object(
+        &self,
+        reader: impl std::io::Read,
+        len_hint: u64,
+        sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut window = self
+            .windows
+            .lock()
+            .expect("window lock")
+            .pop()
+            .unwrap_or_default();
+        let read = self
+            .chunker
+            .for_each_chunk(reader, len_hint, &mut window, sink);
+        self.windows.lock().expect("window lock").push(window);
+        read
     }
 
     /// Stores one blob unless the vault or this pass has it; returns its id.

@@ -73,7 +73,7 @@ pub(super) fn store_object(
             Err(e) => return Err(e),
         };
         let mut chunks = Vec::new();
-        let read = match packer.chunker().for_each_chunk(reader, meta.size, |data| {
+        let read = match packer.chunk_object(reader, meta.size, |data| {
             chunks.push(packer.store_blob(data)?);
             Ok(())
         }) {

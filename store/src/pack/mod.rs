@@ -113,6 +113,18 @@ pub struct FinishedPack {
     pub entries: Vec<PackEntry>,
 }
 
+/// A blob's raw length as stored, refused above [`MAX_BLOB_LEN`].
+fn blob_len(raw_len: usize) -> Result<u32> {
+    u32::try_from(raw_len)
+        .ok()
+        .filter(|&l| l <= MAX_BLOB_LEN)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "blob of {raw_len} bytes exceeds the maximum of {MAX_BLOB_LEN}"
+            ))
+        })
+}
+
 impl PackBuilder {
     /// Starts a pack whose subkey derives from `salt` (random in normal use).
     pub fn new(keys: &Keys, salt: [u8; 32], capacity: usize) -> Self {
@@ -132,14 +144,18 @@ impl PackBuilder {
         }
     }
 
-    /// Compresses (when it pays) and encrypts `plaintext` as blob `id`.
+    /// Compresses (when it pays) and encrypts `plaintext` as blob `id`,
+    /// in place at the end of the pack (no buffer per blob).
     pub fn add(&mut self, id: BlobId, plaintext: &[u8], zstd_level: i32) -> Result<()> {
-        let compressed = compress::compress(plaintext, zstd_level);
-        let (compression, payload) = match &compressed {
-            Some(c) => (Compression::Zstd, c.as_slice()),
-            None => (Compression::Raw, plaintext),
+        let raw_len = blob_len(plaintext.len())?;
+        let offset = self.buf.len();
+        let compression = if compress::compress_into(plaintext, zstd_level, &mut self.buf) {
+            Compression::Zstd
+        } else {
+            self.buf.extend_from_slice(plaintext);
+            Compression::Raw
         };
-        self.add_payload(id, plaintext.len(), compression, payload)
+        self.seal_from(offset, id, raw_len, compression)
     }
 
     /// Encrypts an already-compressed payload.
@@ -150,27 +166,37 @@ impl PackBuilder {
         compression: Compression,
         payload: &[u8],
     ) -> Result<()> {
-        let raw_len = u32::try_from(raw_len)
-            .ok()
-            .filter(|&l| l <= MAX_BLOB_LEN)
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "blob of {raw_len} bytes exceeds the maximum of {MAX_BLOB_LEN}"
-                ))
-            })?;
+        let raw_len = blob_len(raw_len)?;
+        let offset = self.buf.len();
+        self.buf.extend_from_slice(payload);
+        self.seal_from(offset, id, raw_len, compression)
+    }
+
+    /// Encrypts the payload at `offset..` in place and records its entry.
+    fn seal_from(
+        &mut self,
+        offset: usize,
+        id: BlobId,
+        raw_len: u32,
+        compression: Compression,
+    ) -> Result<()> {
         let mut entry = PackEntry {
             id,
-            offset: self.buf.len() as u64,
+            offset: offset as u64,
             stored_len: 0,
             raw_len,
             compression,
         };
-        let sealed = self
-            .cipher
-            .seal(Nonce::Blob(entry.offset), &entry.aad(&self.header), payload);
-        entry.stored_len =
-            u32::try_from(sealed.len()).map_err(|_| Error::config("blob record over 4 GiB"))?;
-        self.buf.extend_from_slice(&sealed);
+        let aad = entry.aad(&self.header);
+        self.cipher
+            .seal_in_place(Nonce::Blob(entry.offset), &aad, &mut self.buf, offset);
+        match u32::try_from(self.buf.len() - offset) {
+            Ok(len) => entry.stored_len = len,
+            Err(_) => {
+                self.buf.truncate(offset);
+                return Err(Error::config("blob record over 4 GiB"));
+            }
+        }
         self.entries.push(entry);
         Ok(())
     }
