@@ -3,6 +3,8 @@
 //!
 //! Spec: `format-spec/SPEC.md#compression`.
 
+use std::sync::Mutex;
+
 use crate::error::DecodeError;
 
 /// Compression recorded per blob (pack trailer) or per object (header flag).
@@ -26,27 +28,59 @@ impl Compression {
     }
 }
 
-thread_local! {
-    /// A zstd context per thread, reused: creating one per blob (and its
-    /// megabyte of workspace) was a fifth of a pass's CPU time.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+/// Idle zstd contexts, shared by all threads: there are as many as
+/// compressions ever ran at once, not one per thread (a pass's blocking
+/// pool can hold a hundred threads, and a context holds about a megabyte).
+/// Creating one per blob instead was a fifth of a pass's CPU time.
+static COMPRESSORS: Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>> = Mutex::new(Vec::new());
+static DECOMPRESSORS: Mutex<Vec<zstd::bulk::Decompressor<'static>>> = Mutex::new(Vec::new());
+
+/// Idle contexts kept beyond this many are dropped.
+const MAX_IDLE_CONTEXTS: usize = 64;
+
+fn idle<T>(pool: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
+    // A panic while the lock was held cannot leave a context half-made.
+    pool.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f` with this thread's compressor at `level` (made on first use).
+fn give_back<T>(pool: &Mutex<Vec<T>>, context: T) {
+    let mut pool = idle(pool);
+    if pool.len() < MAX_IDLE_CONTEXTS {
+        pool.push(context);
+    }
+}
+
+/// Runs `f` with an idle compressor at `level` (made when there is none).
 fn with_compressor<T>(
     level: i32,
     f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
 ) -> Option<T> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        Some(f(&mut c.as_mut()?.1))
-    })
+    let taken = {
+        let mut pool = idle(&COMPRESSORS);
+        let at = pool.iter().position(|(l, _)| *l == level);
+        at.map(|i| pool.swap_remove(i))
+    };
+    let mut c = match taken {
+        Some(c) => c,
+        None => (level, zstd::bulk::Compressor::new(level).ok()?),
+    };
+    let out = f(&mut c.1);
+    give_back(&COMPRESSORS, c);
+    Some(out)
+}
+
+/// Runs `f` with an idle decompressor (made when there is none).
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let taken = idle(&DECOMPRESSORS).pop();
+    let mut d = match taken {
+        Some(d) => d,
+        None => zstd::bulk::Decompressor::new()?,
+    };
+    let out = f(&mut d);
+    give_back(&DECOMPRESSORS, d);
+    out
 }
 
 /// Compresses `data` at `level`; `None` when compression is off (level 0)
@@ -120,23 +154,12 @@ fn sample_compresses(data: &[u8], level: i32) -> bool {
 /// and no more than `raw_len` bytes are ever allocated.
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity(raw_len);
-    let n = DECOMPRESSOR
-        .with(|d| {
-            let mut d = d.borrow_mut();
-            if d.is_none() {
-                *d = Some(zstd::bulk::Decompressor::new()?);
-            }
-            match d.as_mut() {
-                Some(d) => d.decompress_to_buffer(data, &mut out),
-                None => Err(std::io::Error::other("no zstd context")),
-            }
-        })
-        .map_err(|e| {
-            DecodeError::new(
-                0,
-                format!("zstd frame does not expand to {raw_len} bytes: {e}"),
-            )
-        })?;
+    let n = with_decompressor(|d| d.decompress_to_buffer(data, &mut out)).map_err(|e| {
+        DecodeError::new(
+            0,
+            format!("zstd frame does not expand to {raw_len} bytes: {e}"),
+        )
+    })?;
     if n != raw_len {
         return Err(DecodeError::new(
             0,

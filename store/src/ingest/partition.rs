@@ -67,6 +67,33 @@ enum Pending {
     Unchanged(String),
     /// A job reading the key; the previous version's size, if it had one.
     Job(JoinHandle<Result<Outcome>>, String, Option<u64>),
+    /// A job reading several small keys one after the other, in order.
+    Batch(JoinHandle<Vec<Result<Outcome>>>, Vec<(String, Option<u64>)>),
+    /// A batch's outcome for one key, waiting its turn.
+    Done(Result<Outcome>, String, Option<u64>),
+}
+
+/// From a source that is not paced (a directory), objects of at most this
+/// many bytes are read in batches: one job (one hand-over to the blocking
+/// pool and back) per batch instead of per object, which was a fifth of
+/// the CPU time of a pass over small files.
+const BATCH_OBJECT_MAX: u64 = 64 << 10;
+/// Objects in a batch at most.
+const BATCH_OBJECTS: usize = 32;
+/// Bytes in a batch at most (it is closed when it reaches this).
+const BATCH_BYTES: u64 = 1 << 20;
+
+/// Small objects gathered for one job.
+#[derive(Default)]
+struct Batch {
+    objects: Vec<(SourceObject, Option<u64>)>,
+    bytes: u64,
+}
+
+impl Batch {
+    fn is_full(&self) -> bool {
+        self.objects.len() >= BATCH_OBJECTS || self.bytes >= BATCH_BYTES
+    }
 }
 
 /// What the partition looks at for one key.
@@ -104,8 +131,29 @@ pub(super) async fn run(
         queue: VecDeque::new(),
         state,
         epoch: ctx.epoch.load(Ordering::Relaxed),
+        batch: Batch::default(),
     };
+    let batching = !ctx.source.paced();
     while let Some(candidate) = candidates.next(&mut part.state).await? {
+        let candidate = match candidate {
+            Candidate::Listed(obj, previous)
+                if batching
+                    && obj.size <= BATCH_OBJECT_MAX
+                    && !previous.as_ref().is_some_and(|m| unchanged(m, &obj)) =>
+            {
+                part.batch.bytes += obj.size;
+                part.batch.objects.push((obj, previous.map(|m| m.size)));
+                if part.batch.is_full() {
+                    part.flush_batch(lane).await?;
+                    part.drain_ready().await?;
+                    part.maybe_cut().await?;
+                }
+                continue;
+            }
+            other => other,
+        };
+        // Keys go into the queue in order: the gathered batch first.
+        part.flush_batch(lane).await?;
         let item = match candidate {
             Candidate::Gone(key, meta) => Pending::Deleted(
                 Entry {
@@ -132,12 +180,10 @@ pub(super) async fn run(
             }
         };
         part.queue.push_back(item);
-        while part.queue.len() >= ctx.max_queue || part.queue.front().is_some_and(Pending::is_ready)
-        {
-            part.drain_one().await?;
-        }
+        part.drain_ready().await?;
         part.maybe_cut().await?;
     }
+    part.flush_batch(lane).await?;
     while !part.queue.is_empty() {
         part.drain_one().await?;
         part.maybe_cut().await?;
@@ -151,6 +197,7 @@ impl Pending {
     fn is_ready(&self) -> bool {
         match self {
             Pending::Job(h, ..) => h.is_finished(),
+            Pending::Batch(h, _) => h.is_finished(),
             _ => true,
         }
     }
@@ -164,9 +211,58 @@ struct Partition<'a, 'r> {
     queue: VecDeque<Pending>,
     state: PartitionState,
     epoch: u64,
+    /// Small objects gathered for the next batch job.
+    batch: Batch,
 }
 
 impl Partition<'_, '_> {
+    /// Drains the queue while it is full or its head is finished.
+    async fn drain_ready(&mut self) -> Result<()> {
+        while self.queue.len() >= self.ctx.max_queue
+            || self.queue.front().is_some_and(Pending::is_ready)
+        {
+            self.drain_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a job for the gathered batch, if any. It takes one lane slot
+    /// and one worker; its objects are read one after the other.
+    async fn flush_batch(&mut self, lane: LaneId) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.objects.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.ctx;
+        let slot = ctx.scheduler.acquire(lane).await;
+        let permit = ctx
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "worker pool closed"))?;
+        let (src, pk) = (ctx.source.clone(), ctx.packer.clone());
+        let keys = batch
+            .objects
+            .iter()
+            .map(|(o, prev_size)| (o.key.clone(), *prev_size))
+            .collect();
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut slot = Some(slot);
+            batch
+                .objects
+                .into_iter()
+                .map(|(obj, _)| match slot.take() {
+                    Some(s) => with_prepaid(s, || store_object(&*src, &pk, obj)),
+                    None => store_object(&*src, &pk, obj),
+                })
+                .collect()
+        });
+        self.queue.push_back(Pending::Batch(handle, keys));
+        Ok(())
+    }
+
     /// Starts a job for `key` once the lane has a slot for it (so a
     /// throttled lane waits here, holding no worker).
     async fn job(
@@ -217,10 +313,25 @@ impl Partition<'_, '_> {
                 progress.done_objects.fetch_add(1, Ordering::Relaxed);
                 (key, None)
             }
+            Pending::Batch(handle, keys) => {
+                let outcomes = handle
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
+                for (outcome, (key, prev_size)) in outcomes.into_iter().zip(keys).rev() {
+                    self.queue
+                        .push_front(Pending::Done(outcome, key, prev_size));
+                }
+                return Ok(());
+            }
             Pending::Job(handle, key, prev_size) => {
                 let outcome = handle
                     .await
                     .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
+                self.queue
+                    .push_front(Pending::Done(outcome, key, prev_size));
+                return Ok(());
+            }
+            Pending::Done(outcome, key, prev_size) => {
                 progress.done_objects.fetch_add(1, Ordering::Relaxed);
                 let entry = match outcome {
                     Ok(Outcome::Stored(meta)) => {
