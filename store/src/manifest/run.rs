@@ -197,6 +197,9 @@ impl RunDescriptor {
     }
 }
 
+/// Type byte and entry count before a leaf's entries.
+const LEAF_HEADER_LEN: usize = 5;
+
 /// A sealed page ready to store under `runs/<id>`.
 #[derive(Debug)]
 pub struct SealedPage {
@@ -214,8 +217,13 @@ pub struct RunBuilder {
     salts: Box<dyn FnMut() -> [u8; 32] + Send>,
     zstd_level: i32,
     page_target: usize,
-    leaf: Vec<Entry>,
-    leaf_bytes: usize,
+    /// The leaf being filled, already in its stored form (type, a count
+    /// filled in when sealed, then the entries): a partition holds one, and
+    /// a pass hundreds of partitions.
+    leaf: Writer,
+    leaf_count: u32,
+    /// Position of the leaf's first entry.
+    leaf_first: Option<(String, u64)>,
     /// Pending children per height (index 0: children that are leaves).
     levels: Vec<Vec<Child>>,
     ready: Vec<SealedPage>,
@@ -234,8 +242,9 @@ impl RunBuilder {
             salts,
             zstd_level,
             page_target: DEFAULT_PAGE_TARGET,
-            leaf: Vec::new(),
-            leaf_bytes: 0,
+            leaf: Writer::default(),
+            leaf_count: 0,
+            leaf_first: None,
             levels: Vec::new(),
             ready: Vec::new(),
             last: None,
@@ -270,22 +279,30 @@ impl RunBuilder {
         self.min_seq = self.min_seq.min(entry.seq);
         self.max_seq = self.max_seq.max(entry.seq);
         self.entries += 1;
-        let mut w = Writer::default();
-        entry.encode(&mut w);
-        self.leaf_bytes += w.len();
-        self.leaf.push(entry);
-        if self.leaf_bytes >= self.page_target {
+        if self.leaf_count == 0 {
+            self.leaf = Writer::default();
+            self.leaf.u8(0);
+            self.leaf.u32(0);
+            self.leaf_first = Some((entry.key.clone(), entry.seq));
+        }
+        entry.encode(&mut self.leaf);
+        self.leaf_count += 1;
+        if self.leaf.len() - LEAF_HEADER_LEN >= self.page_target {
             self.flush_leaf();
         }
         Ok(())
     }
 
     fn seal(&mut self, page: &Page) -> ObjectId {
+        self.seal_body(&page.encode())
+    }
+
+    fn seal_body(&mut self, body: &[u8]) -> ObjectId {
         let bytes = sealed::seal(
             &self.keys,
             ObjectKind::RunPage,
             (self.salts)(),
-            &page.encode(),
+            body,
             self.zstd_level,
         );
         let id = ObjectId::of(&bytes);
@@ -295,17 +312,18 @@ impl RunBuilder {
     }
 
     fn flush_leaf(&mut self) {
-        if self.leaf.is_empty() {
+        if self.leaf_count == 0 {
             return;
         }
-        let entries = std::mem::take(&mut self.leaf);
-        self.leaf_bytes = 0;
-        let (first_key, first_seq) = entries
-            .first()
-            .map(|e| (e.key.clone(), e.seq))
-            .unwrap_or_default();
-        let count = entries.len() as u64;
-        let id = self.seal(&Page::Leaf { entries });
+        let count = std::mem::take(&mut self.leaf_count);
+        let (first_key, first_seq) = self.leaf_first.take().unwrap_or_default();
+        let mut body = std::mem::take(&mut self.leaf).into_inner();
+        // The count, now known, after the type byte (as `Page::encode`).
+        if let Some(at) = body.get_mut(1..LEAF_HEADER_LEN) {
+            at.copy_from_slice(&count.to_le_bytes());
+        }
+        let id = self.seal_body(&body);
+        let count = u64::from(count);
         self.add_child(
             0,
             Child {
