@@ -84,7 +84,7 @@ pub(super) struct Packer {
     pub(super) segment_due: Arc<tokio::sync::Notify>,
     segments: Mutex<Vec<ObjectId>>,
     pool: Mutex<Vec<PackBuilder>>,
-    /// Read windows of idle workers.
+    /// Read windows of idle workers (as many as cores at most).
     windows: Mutex<Vec<ChunkWindow>>,
     tx: mpsc::Sender<Upload>,
     uploader: JoinHandle<Result<Packed>>,
@@ -142,7 +142,12 @@ impl Packer {
         let read = self
             .chunker
             .for_each_chunk(reader, len_hint, &mut window, sink);
-        self.windows.lock().expect("window lock").push(window);
+        // Kept for as many workers as there are cores: a remote source's
+        // extra workers (waiting on the network) do not each hold one.
+        let mut idle = self.windows.lock().expect("window lock");
+        if idle.len() < std::thread::available_parallelism().map_or(2, |n| n.get()) {
+            idle.push(window);
+        }
         read
     }
 
