@@ -86,6 +86,8 @@ pub(super) struct Packer {
     pool: Mutex<Vec<PackBuilder>>,
     /// Read windows of idle workers (as many as cores at most).
     windows: Mutex<Vec<ChunkWindow>>,
+    /// The number of cores (asked once: it reads cgroup files).
+    max_idle_windows: usize,
     tx: mpsc::Sender<Upload>,
     uploader: JoinHandle<Result<Packed>>,
 }
@@ -120,6 +122,7 @@ impl Packer {
             segments: Mutex::new(Vec::new()),
             pool: Mutex::new(Vec::new()),
             windows: Mutex::new(Vec::new()),
+            max_idle_windows: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tx,
             uploader,
         }
@@ -145,7 +148,7 @@ impl Packer {
         // Kept for as many workers as there are cores: a remote source's
         // extra workers (waiting on the network) do not each hold one.
         let mut idle = self.windows.lock().expect("window lock");
-        if idle.len() < std::thread::available_parallelism().map_or(2, |n| n.get()) {
+        if idle.len() < self.max_idle_windows {
             idle.push(window);
         }
         read

@@ -65,11 +65,10 @@ enum Pending {
     Deleted(Entry, u64),
     /// Listed and unchanged: nothing to record.
     Unchanged(String),
-    /// A job reading the key; the previous version's size, if it had one.
-    Job(JoinHandle<Result<Outcome>>, String, Option<u64>),
-    /// A job reading several small keys one after the other, in order.
-    Batch(JoinHandle<Vec<Result<Outcome>>>, Vec<(String, Option<u64>)>),
-    /// A batch's outcome for one key, waiting its turn.
+    /// A job reading its keys one after the other, in order; each with its
+    /// previous version's size, if it had one.
+    Job(JoinHandle<Vec<Result<Outcome>>>, Vec<(String, Option<u64>)>),
+    /// A job's outcome for one key, waiting its turn.
     Done(Result<Outcome>, String, Option<u64>),
 }
 
@@ -86,13 +85,13 @@ const BATCH_BYTES: u64 = 1 << 20;
 /// Small objects gathered for one job.
 #[derive(Default)]
 struct Batch {
-    objects: Vec<(SourceObject, Option<u64>)>,
+    reads: Vec<KeyRead>,
     bytes: u64,
 }
 
 impl Batch {
     fn is_full(&self) -> bool {
-        self.objects.len() >= BATCH_OBJECTS || self.bytes >= BATCH_BYTES
+        self.reads.len() >= BATCH_OBJECTS || self.bytes >= BATCH_BYTES
     }
 }
 
@@ -106,12 +105,38 @@ enum Candidate {
     Changed(String, ChangeEvent, Option<ObjectMeta>),
 }
 
-/// What a job does with its key.
+/// What a job does with one key.
 enum Work {
     /// Read and store this listed object.
     Store(SourceObject),
-    /// Look at what the source holds now; store it if it differs.
-    Check,
+    /// Look at what the source holds now; store it if it differs from the
+    /// previous version.
+    Check(Option<ObjectMeta>),
+}
+
+/// One key of a job.
+struct KeyRead {
+    key: String,
+    /// The previous version's size, if it had one.
+    prev_size: Option<u64>,
+    work: Work,
+}
+
+impl KeyRead {
+    fn new(key: String, previous: Option<&ObjectMeta>, work: Work) -> Self {
+        KeyRead {
+            key,
+            prev_size: previous.map(|m| m.size),
+            work,
+        }
+    }
+
+    fn run(self, source: &dyn Source, packer: &Packer) -> Result<Outcome> {
+        match self.work {
+            Work::Store(obj) => store_object(source, packer, obj),
+            Work::Check(previous) => check_and_store(source, packer, self.key, previous.as_ref()),
+        }
+    }
 }
 
 /// Runs partition `idx` (state `state`, requests on `lane`) to the end of
@@ -142,7 +167,9 @@ pub(super) async fn run(
                     && !previous.as_ref().is_some_and(|m| unchanged(m, &obj)) =>
             {
                 part.batch.bytes += obj.size;
-                part.batch.objects.push((obj, previous.map(|m| m.size)));
+                let key = obj.key.clone();
+                let read = KeyRead::new(key, previous.as_ref(), Work::Store(obj));
+                part.batch.reads.push(read);
                 if part.batch.is_full() {
                     part.flush_batch(lane).await?;
                     part.drain_ready().await?;
@@ -168,15 +195,16 @@ pub(super) async fn run(
             }
             Candidate::Listed(obj, previous) => {
                 let key = obj.key.clone();
-                part.job(lane, key, previous.as_ref(), Work::Store(obj))
-                    .await?
+                let read = KeyRead::new(key, previous.as_ref(), Work::Store(obj));
+                part.job(lane, vec![read]).await?
             }
             Candidate::Changed(key, event, Some(meta)) if event_matches(&event, &meta) => {
                 // A duplicate or late event of the version already recorded.
                 Pending::Unchanged(key)
             }
             Candidate::Changed(key, _, previous) => {
-                part.job(lane, key, previous.as_ref(), Work::Check).await?
+                let read = KeyRead::new(key, previous.as_ref(), Work::Check(previous.clone()));
+                part.job(lane, vec![read]).await?
             }
         };
         part.queue.push_back(item);
@@ -196,8 +224,7 @@ impl Pending {
     /// True when draining it would not wait.
     fn is_ready(&self) -> bool {
         match self {
-            Pending::Job(h, ..) => h.is_finished(),
-            Pending::Batch(h, _) => h.is_finished(),
+            Pending::Job(h, _) => h.is_finished(),
             _ => true,
         }
     }
@@ -226,52 +253,20 @@ impl Partition<'_, '_> {
         Ok(())
     }
 
-    /// Queues a job for the gathered batch, if any. It takes one lane slot
-    /// and one worker; its objects are read one after the other.
+    /// Queues a job for the gathered batch, if any.
     async fn flush_batch(&mut self, lane: LaneId) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
-        if batch.objects.is_empty() {
-            return Ok(());
+        if !batch.reads.is_empty() {
+            let job = self.job(lane, batch.reads).await?;
+            self.queue.push_back(job);
         }
-        let ctx = self.ctx;
-        let slot = ctx.scheduler.acquire(lane).await;
-        let permit = ctx
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "worker pool closed"))?;
-        let (src, pk) = (ctx.source.clone(), ctx.packer.clone());
-        let keys = batch
-            .objects
-            .iter()
-            .map(|(o, prev_size)| (o.key.clone(), *prev_size))
-            .collect();
-        let handle = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut slot = Some(slot);
-            batch
-                .objects
-                .into_iter()
-                .map(|(obj, _)| match slot.take() {
-                    Some(s) => with_prepaid(s, || store_object(&*src, &pk, obj)),
-                    None => store_object(&*src, &pk, obj),
-                })
-                .collect()
-        });
-        self.queue.push_back(Pending::Batch(handle, keys));
         Ok(())
     }
 
-    /// Starts a job for `key` once the lane has a slot for it (so a
-    /// throttled lane waits here, holding no worker).
-    async fn job(
-        &self,
-        lane: LaneId,
-        key: String,
-        previous: Option<&ObjectMeta>,
-        work: Work,
-    ) -> Result<Pending> {
+    /// Starts a job reading `reads` (in key order) once the lane has a
+    /// slot for it (so a throttled lane waits here, holding no worker).
+    /// The job holds one worker; the slot pays for its first request.
+    async fn job(&self, lane: LaneId, reads: Vec<KeyRead>) -> Result<Pending> {
         let ctx = self.ctx;
         let slot = ctx.scheduler.acquire(lane).await;
         let permit = ctx
@@ -281,17 +276,19 @@ impl Partition<'_, '_> {
             .await
             .map_err(|_| Error::new(ErrorKind::Cancelled, "worker pool closed"))?;
         let (src, pk) = (ctx.source.clone(), ctx.packer.clone());
-        let prev_size = previous.map(|m| m.size);
-        let previous = previous.cloned();
-        let k = key.clone();
+        let keys = reads.iter().map(|r| (r.key.clone(), r.prev_size)).collect();
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            with_prepaid(slot, || match work {
-                Work::Store(obj) => store_object(&*src, &pk, obj),
-                Work::Check => check_and_store(&*src, &pk, k, previous.as_ref()),
-            })
+            let mut slot = Some(slot);
+            reads
+                .into_iter()
+                .map(|r| match slot.take() {
+                    Some(s) => with_prepaid(s, || r.run(&*src, &pk)),
+                    None => r.run(&*src, &pk),
+                })
+                .collect()
         });
-        Ok(Pending::Job(handle, key, prev_size))
+        Ok(Pending::Job(handle, keys))
     }
 
     async fn drain_one(&mut self) -> Result<()> {
@@ -313,7 +310,7 @@ impl Partition<'_, '_> {
                 progress.done_objects.fetch_add(1, Ordering::Relaxed);
                 (key, None)
             }
-            Pending::Batch(handle, keys) => {
+            Pending::Job(handle, keys) => {
                 let outcomes = handle
                     .await
                     .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
@@ -321,14 +318,6 @@ impl Partition<'_, '_> {
                     self.queue
                         .push_front(Pending::Done(outcome, key, prev_size));
                 }
-                return Ok(());
-            }
-            Pending::Job(handle, key, prev_size) => {
-                let outcome = handle
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
-                self.queue
-                    .push_front(Pending::Done(outcome, key, prev_size));
                 return Ok(());
             }
             Pending::Done(outcome, key, prev_size) => {
