@@ -77,6 +77,9 @@ fn timed(cmd: Command, log: &Path) -> Result<Timing> {
         wrapped.current_dir(dir);
     }
     let out = std::fs::File::create(log)?;
+    // Dirty pages of the previous step (a vault, a restore) are written
+    // out first, so no step pays for another's writeback.
+    let _ = Command::new("sync").status();
     let status = wrapped
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
