@@ -12,7 +12,7 @@
 
 pub mod keyfile;
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::Aes256Gcm;
 
 use crate::error::{Error, ErrorKind};
@@ -149,7 +149,18 @@ impl ObjectCipher {
 
     /// Authenticates and decrypts ciphertext ‖ tag.
     pub fn open(&self, nonce: Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
-        if sealed.len() < TAG_LEN {
+        self.open_in_place(nonce, aad, sealed.to_vec())
+    }
+
+    /// [`ObjectCipher::open`] on a buffer the caller gives up: decrypted
+    /// where it lies, the tag cut off (no second buffer).
+    pub fn open_in_place(
+        &self,
+        nonce: Nonce,
+        aad: &[u8],
+        mut sealed: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        let Some(body_len) = sealed.len().checked_sub(TAG_LEN) else {
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 format!(
@@ -157,15 +168,21 @@ impl ObjectCipher {
                     sealed.len()
                 ),
             ));
-        }
+        };
+        let tag: [u8; TAG_LEN] = sealed
+            .get(body_len..)
+            .and_then(|t| t.try_into().ok())
+            .unwrap_or([0; TAG_LEN]);
+        sealed.truncate(body_len);
         self.0
-            .decrypt(&nonce.bytes().into(), Payload { msg: sealed, aad })
+            .decrypt_in_place_detached(&nonce.bytes().into(), aad, &mut sealed, &tag.into())
             .map_err(|_| {
                 Error::new(
                     ErrorKind::Crypto,
                     "does not authenticate (damaged, forged, moved, or encrypted with another key)",
                 )
-            })
+            })?;
+        Ok(sealed)
     }
 }
 

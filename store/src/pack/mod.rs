@@ -334,6 +334,17 @@ impl PackKey {
         entry: &PackEntry,
         record: &[u8],
     ) -> Result<Vec<u8>, Error> {
+        self.open_blob_owned(keys, entry, record.to_vec())
+    }
+
+    /// [`PackKey::open_blob`] on a record buffer the caller gives up: it is
+    /// decrypted in place (a raw blob comes back in the same buffer).
+    pub fn open_blob_owned(
+        &self,
+        keys: &Keys,
+        entry: &PackEntry,
+        record: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
         if record.len() != entry.stored_len as usize {
             return Err(Error::corrupt(format!(
                 "blob {} record is {} bytes, expected {}",
@@ -351,7 +362,7 @@ impl PackKey {
         }
         let payload = self
             .cipher
-            .open(Nonce::Blob(entry.offset), &entry.aad(&self.header), record)
+            .open_in_place(Nonce::Blob(entry.offset), &entry.aad(&self.header), record)
             .map_err(|e| {
                 e.context(format!(
                     "blob {} at offset {}",

@@ -466,7 +466,9 @@ impl Repository {
             .map_err(|e| e.context(name.clone()))?;
         let keys = self.keys.clone();
         let pe = entry.pack_entry();
-        tokio::task::spawn_blocking(move || key.open_blob(&keys, &pe, &record.bytes))
+        // The response buffer becomes the blob (no copy when unshared).
+        let record = Vec::from(record.bytes);
+        tokio::task::spawn_blocking(move || key.open_blob_owned(&keys, &pe, record))
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("blob task: {e}")))?
             .map_err(|e| e.context(name))
