@@ -65,31 +65,15 @@ fn object(key: String, md: &std::fs::Metadata) -> SourceObject {
     }
 }
 
-/// A directory's entry as the walk orders it.
-struct Name {
-    name: String,
-    dir: bool,
-}
-
-impl Name {
-    /// What orders the entry among its siblings: a directory sorts as its
-    /// name and a `/`, where all its keys start, so a depth-first walk of
-    /// sorted directories yields keys in byte order.
-    fn sort_key(&self) -> std::borrow::Cow<'_, str> {
-        if self.dir {
-            format!("{}/", self.name).into()
-        } else {
-            self.name.as_str().into()
-        }
-    }
-}
-
 /// A depth-first walk of the tree in key order that can pause and go on.
 struct Walk {
     root: PathBuf,
     /// Directories being walked, outermost first: the key prefix of each
-    /// and its entries not walked yet (in reverse order).
-    stack: Vec<(String, Vec<Name>)>,
+    /// and the names of its entries not walked yet, in reverse order. A
+    /// directory's name ends in `/`, where all its keys continue, so
+    /// sorting names by bytes and walking depth first yields keys in byte
+    /// order.
+    stack: Vec<(String, Vec<String>)>,
     /// The last key handed out.
     last: Option<String>,
     /// Entries skipped since the last page.
@@ -129,22 +113,20 @@ impl Walk {
                 self.skipped += 1;
                 continue;
             };
-            let dir = ent.file_type()?.is_dir();
-            let key = format!("{prefix}{name}");
-            let keep = if dir {
-                // Keys under it all start with `key/`; all are before
-                // `after` when that sorts before `after` without being
-                // a prefix of it.
-                let sub = format!("{key}/");
-                sub.as_str() > after || after.starts_with(&sub)
+            let name = if ent.file_type()?.is_dir() {
+                format!("{name}/")
             } else {
-                key.as_str() > after
+                name
             };
-            if keep {
-                names.push(Name { name, dir });
+            // A directory's keys all start with `prefix` + `name`: all are
+            // before `after` when that sorts before it without being a
+            // prefix of it.
+            let key = format!("{prefix}{name}");
+            if key.as_str() > after || (key.ends_with('/') && after.starts_with(&key)) {
+                names.push(name);
             }
         }
-        names.sort_by(|a, b| b.sort_key().as_bytes().cmp(a.sort_key().as_bytes()));
+        names.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
         self.stack.push((prefix, names));
         Ok(())
     }
@@ -159,9 +141,9 @@ impl Walk {
                 self.stack.pop();
                 continue;
             };
-            let key = format!("{prefix}{}", n.name);
-            if n.dir {
-                self.enter(format!("{key}/"), after)?;
+            let key = format!("{prefix}{n}");
+            if key.ends_with('/') {
+                self.enter(key, after)?;
                 continue;
             }
             match std::fs::symlink_metadata(self.root.join(&key)) {
