@@ -113,18 +113,6 @@ pub struct FinishedPack {
     pub entries: Vec<PackEntry>,
 }
 
-/// A blob's raw length as stored, refused above [`MAX_BLOB_LEN`].
-fn blob_len(raw_len: usize) -> Result<u32> {
-    u32::try_from(raw_len)
-        .ok()
-        .filter(|&l| l <= MAX_BLOB_LEN)
-        .ok_or_else(|| {
-            Error::config(format!(
-                "blob of {raw_len} bytes exceeds the maximum of {MAX_BLOB_LEN}"
-            ))
-        })
-}
-
 impl PackBuilder {
     /// Starts a pack whose subkey derives from `salt` (random in normal use).
     pub fn new(keys: &Keys, salt: [u8; 32], capacity: usize) -> Self {
@@ -147,7 +135,15 @@ impl PackBuilder {
     /// Compresses (when it pays) and encrypts `plaintext` as blob `id`,
     /// in place at the end of the pack (no buffer per blob).
     pub fn add(&mut self, id: BlobId, plaintext: &[u8], zstd_level: i32) -> Result<()> {
-        let raw_len = blob_len(plaintext.len())?;
+        let raw_len = u32::try_from(plaintext.len())
+            .ok()
+            .filter(|&l| l <= MAX_BLOB_LEN)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "blob of {} bytes exceeds the maximum of {MAX_BLOB_LEN}",
+                    plaintext.len()
+                ))
+            })?;
         let offset = self.buf.len();
         let compression = if compress::compress_into(plaintext, zstd_level, &mut self.buf) {
             Compression::Zstd
@@ -155,20 +151,6 @@ impl PackBuilder {
             self.buf.extend_from_slice(plaintext);
             Compression::Raw
         };
-        self.seal_from(offset, id, raw_len, compression)
-    }
-
-    /// Encrypts an already-compressed payload.
-    pub fn add_payload(
-        &mut self,
-        id: BlobId,
-        raw_len: usize,
-        compression: Compression,
-        payload: &[u8],
-    ) -> Result<()> {
-        let raw_len = blob_len(raw_len)?;
-        let offset = self.buf.len();
-        self.buf.extend_from_slice(payload);
         self.seal_from(offset, id, raw_len, compression)
     }
 
