@@ -663,18 +663,10 @@ mod tests {
         assert!(s.partitions > 1, "no split: {s:?}");
         assert!(s.throttled > 0 && s.errors.is_empty(), "{s:?}");
         assert_eq!(s.objects, 400);
-        let (point, _) = repo.latest_point().await.unwrap().unwrap();
         let mut seen = Vec::new();
-        let mut c = crate::repo::runs::RunCursor::start(&repo, &point.runs[0])
-            .await
-            .unwrap();
-        while let Some(e) = c.next().await.unwrap() {
-            let mut out = Vec::new();
-            crate::restore::read_object(&repo, e.object.as_ref().unwrap(), &mut out)
-                .await
-                .unwrap();
-            assert_eq!(out, objects[&e.key]);
-            seen.push(e.key);
+        for (key, bytes) in restored(&repo, &repo).await {
+            assert_eq!(bytes, objects[&key]);
+            seen.push(key);
         }
         assert_eq!(seen, objects.keys().cloned().collect::<Vec<_>>());
     }
@@ -721,20 +713,10 @@ mod tests {
         let mut failed: Vec<&str> = s.errors.iter().map(|e| &e[..6]).collect();
         failed.sort();
         assert_eq!(failed, ["k/0003", "k/0100", "k/0101", "k/0299"]);
-        let (point, _) = repo.latest_point().await.unwrap().unwrap();
         let mut seen = Vec::new();
-        for run in &point.runs {
-            let mut c = crate::repo::runs::RunCursor::start(&repo, run)
-                .await
-                .unwrap();
-            while let Some(e) = c.next().await.unwrap() {
-                let mut out = Vec::new();
-                crate::restore::read_object(&repo, e.object.as_ref().unwrap(), &mut out)
-                    .await
-                    .unwrap();
-                assert_eq!(out, objects[&e.key], "{}", e.key);
-                seen.push(e.key);
-            }
+        for (key, bytes) in restored(&repo, &repo).await {
+            assert_eq!(bytes, objects[&key], "{key}");
+            seen.push(key);
         }
         let want: Vec<String> = objects
             .keys()
@@ -742,6 +724,26 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(seen, want);
+    }
+
+    /// Every entry of the latest point of `repo`, in run order, with the
+    /// bytes `reader` (the same vault, possibly opened afresh) restores.
+    async fn restored(repo: &Repository, reader: &Repository) -> Vec<(String, Vec<u8>)> {
+        let (point, _) = repo.latest_point().await.unwrap().unwrap();
+        let mut out = Vec::new();
+        for run in &point.runs {
+            let mut c = crate::repo::runs::RunCursor::start(reader, run)
+                .await
+                .unwrap();
+            while let Some(e) = c.next().await.unwrap() {
+                let mut bytes = Vec::new();
+                crate::restore::read_object(reader, e.object.as_ref().unwrap(), &mut bytes)
+                    .await
+                    .unwrap();
+                out.push((e.key, bytes));
+            }
+        }
+        out
     }
 
     /// A directory of `n` distinct small files.
@@ -797,19 +799,11 @@ mod tests {
         .await
         .unwrap();
         cold.refresh_index(false).await.unwrap();
-        let mut c = crate::repo::runs::RunCursor::start(&cold, &point.runs[0])
-            .await
-            .unwrap();
-        let mut n = 0;
-        while let Some(e) = c.next().await.unwrap() {
-            let mut out = Vec::new();
-            crate::restore::read_object(&cold, e.object.as_ref().unwrap(), &mut out)
-                .await
-                .unwrap();
-            assert_eq!(out, std::fs::read(data.path().join(&e.key)).unwrap());
-            n += 1;
+        let all = restored(&repo, &cold).await;
+        for (key, bytes) in &all {
+            assert_eq!(*bytes, std::fs::read(data.path().join(key)).unwrap());
         }
-        assert_eq!(n, 300);
+        assert_eq!(all.len(), 300);
         // The same bytes under new names: every blob found in the cache
         // layers the pass wrote, nothing stored again.
         let copy = tempfile::tempdir().unwrap();
