@@ -55,6 +55,7 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        drop_cached(&f);
         std::fs::hard_link(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()?;
         Ok::<_, std::io::Error>(())
@@ -71,6 +72,24 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         }
     })
 }
+
+/// Tells the kernel the file's pages, written and synced, are not needed
+/// in memory: a vault object is not read back by the pass that wrote it,
+/// and its pages, freed at once, serve the next write instead of pushing
+/// the source's data out of the page cache.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn drop_cached(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads the descriptor, which `f` keeps open.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        tracing::debug!(rc, "posix_fadvise(DONTNEED) refused");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached(_: &std::fs::File) {}
 
 fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<Listed>> {
     // Start from the deepest directory the prefix names.

@@ -25,7 +25,7 @@ use crate::manifest::run::RunBuilder;
 use crate::manifest::{Entry, ObjectMeta};
 use crate::repo::runs::StateCursor;
 use crate::repo::Repository;
-use crate::source::{KeyRange, Source, SourceObject};
+use crate::source::{KeyRange, ListPage, Source, SourceObject};
 
 /// What every partition of a pass shares.
 pub(super) struct PassCtx<'r> {
@@ -431,11 +431,24 @@ struct Candidates<'a, 'r> {
     heat: (u64, std::time::Instant),
     /// The current listing page.
     listed: VecDeque<SourceObject>,
-    /// Where the next listing page starts; `None` when listing is done.
+    /// Where the next listing page starts, when it is not being fetched
+    /// yet; `None` when listing is done or the fetch has started.
     next_page: Option<String>,
+    /// The next listing page, fetched while this one is worked (listing a
+    /// page of a directory costs as much as reading the objects of several
+    /// batches; listed in turn, the workers waited for it).
+    prefetch: Option<JoinHandle<Result<ListPage>>>,
     prev_cursor: Option<StateCursor<'r>>,
     prev_head: Option<Entry>,
     changes: Option<std::collections::btree_map::Iter<'a, String, ChangeEvent>>,
+}
+
+impl Drop for Candidates<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(fetch) = &self.prefetch {
+            fetch.abort();
+        }
+    }
 }
 
 impl<'a, 'r> Candidates<'a, 'r> {
@@ -472,6 +485,7 @@ impl<'a, 'r> Candidates<'a, 'r> {
             ),
             listed: VecDeque::new(),
             next_page: changes.is_none().then_some(from),
+            prefetch: None,
             range,
             prev_cursor,
             prev_head,
@@ -558,14 +572,18 @@ impl<'a, 'r> Candidates<'a, 'r> {
             return Ok(Some(Candidate::Changed(key, event, previous)));
         }
         while self.listed.is_empty() {
-            let Some(after) = self.next_page.take() else {
-                break;
+            let page = match (self.prefetch.take(), self.next_page.take()) {
+                (Some(fetch), _) => fetch
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("listing failed: {e}")))??,
+                (None, Some(after)) => {
+                    self.ctx
+                        .source
+                        .list_page(&self.range, Some(after.as_str()))
+                        .await?
+                }
+                (None, None) => break,
             };
-            let page = self
-                .ctx
-                .source
-                .list_page(&self.range, Some(after.as_str()))
-                .await?;
             let p = &self.ctx.progress;
             p.listed_objects
                 .fetch_add(page.objects.len() as u64, Ordering::Relaxed);
@@ -576,6 +594,12 @@ impl<'a, 'r> Candidates<'a, 'r> {
             self.next_page = page.next;
             if let Some(end) = self.next_page.clone() {
                 self.maybe_split(state, &end);
+            }
+            if let Some(after) = self.next_page.take() {
+                let (source, range) = (self.ctx.source.clone(), self.range.clone());
+                self.prefetch = Some(tokio::spawn(async move {
+                    source.list_page(&range, Some(after.as_str())).await
+                }));
             }
         }
         let listed = self.listed.front().map(|o| o.key.as_bytes());
