@@ -160,6 +160,19 @@ impl ObjectCipher {
         aad: &[u8],
         mut sealed: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
+        let body_len = self.open_in_slice(nonce, aad, &mut sealed)?.len();
+        sealed.truncate(body_len);
+        Ok(sealed)
+    }
+
+    /// [`ObjectCipher::open`] where `sealed` lies (a record within a larger
+    /// read): returns the plaintext, the front of `sealed`.
+    pub fn open_in_slice<'a>(
+        &self,
+        nonce: Nonce,
+        aad: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8], Error> {
         let Some(body_len) = sealed.len().checked_sub(TAG_LEN) else {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -169,20 +182,17 @@ impl ObjectCipher {
                 ),
             ));
         };
-        let tag: [u8; TAG_LEN] = sealed
-            .get(body_len..)
-            .and_then(|t| t.try_into().ok())
-            .unwrap_or([0; TAG_LEN]);
-        sealed.truncate(body_len);
+        let (body, tag) = sealed.split_at_mut(body_len);
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().unwrap_or([0; TAG_LEN]);
         self.0
-            .decrypt_in_place_detached(&nonce.bytes().into(), aad, &mut sealed, &tag.into())
+            .decrypt_in_place_detached(&nonce.bytes().into(), aad, body, &tag.into())
             .map_err(|_| {
                 Error::new(
                     ErrorKind::Crypto,
                     "does not authenticate (damaged, forged, moved, or encrypted with another key)",
                 )
             })?;
-        Ok(sealed)
+        Ok(body)
     }
 }
 

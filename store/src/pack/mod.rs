@@ -25,6 +25,7 @@ use crate::crypto::{Keys, Nonce, ObjectCipher, TAG_LEN};
 use crate::error::{DecodeError, Error, ErrorKind, Result};
 use crate::format::{Header, ObjectKind, Reader, Writer, HEADER_LEN};
 use crate::id::{BlobId, ObjectId};
+use std::borrow::Cow;
 
 /// Magic at the very end of a pack.
 pub const FOOTER_MAGIC: [u8; 4] = *b"STRP";
@@ -332,8 +333,24 @@ impl PackKey {
         &self,
         keys: &Keys,
         entry: &PackEntry,
-        record: Vec<u8>,
+        mut record: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
+        let raw_len = match self.open_blob_in(keys, entry, &mut record)? {
+            Cow::Owned(plain) => return Ok(plain),
+            Cow::Borrowed(plain) => plain.len(),
+        };
+        record.truncate(raw_len);
+        Ok(record)
+    }
+
+    /// [`PackKey::open_blob`] where the record lies (within a larger read):
+    /// decrypted in place; a raw blob is borrowed from `record`.
+    pub fn open_blob_in<'a>(
+        &self,
+        keys: &Keys,
+        entry: &PackEntry,
+        record: &'a mut [u8],
+    ) -> Result<Cow<'a, [u8]>, Error> {
         if record.len() != entry.stored_len as usize {
             return Err(Error::corrupt(format!(
                 "blob {} record is {} bytes, expected {}",
@@ -351,7 +368,7 @@ impl PackKey {
         }
         let payload = self
             .cipher
-            .open_in_place(Nonce::Blob(entry.offset), &entry.aad(&self.header), record)
+            .open_in_slice(Nonce::Blob(entry.offset), &entry.aad(&self.header), record)
             .map_err(|e| {
                 e.context(format!(
                     "blob {} at offset {}",
@@ -360,8 +377,8 @@ impl PackKey {
                 ))
             })?;
         let plain = match entry.compression {
-            Compression::Raw => payload,
-            Compression::Zstd => compress::decompress(&payload, entry.raw_len as usize)?,
+            Compression::Raw => Cow::Borrowed(payload),
+            Compression::Zstd => Cow::Owned(compress::decompress(payload, entry.raw_len as usize)?),
         };
         if plain.len() != entry.raw_len as usize {
             return Err(Error::corrupt(format!(

@@ -2,10 +2,11 @@
 //!
 //! Owns the write ordering of the format (packs, then index segment, then
 //! run pages, then the time-index entry: see `commit`), the local index
-//! cache (`index`), reading blobs, points and runs (`runs`).
+//! cache (`index`), reading blobs (`blobs`), points and runs (`runs`).
 //!
 //! Spec: `format-spec/SPEC.md#write-ordering`.
 
+mod blobs;
 mod checkpoints;
 mod commit;
 pub(crate) use commit::now_ns;
@@ -442,36 +443,6 @@ impl Repository {
         }
         map.insert(*pack, key.clone());
         Ok(key)
-    }
-
-    /// Reads, authenticates and re-hashes one blob. A blob the local index
-    /// cache does not know yet (segments written since it was loaded)
-    /// brings it up to date first.
-    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let entry = match self.blob_entry(id) {
-            Some(e) => e,
-            None => {
-                self.refresh_index(false).await?;
-                self.blob_entry(id)
-                    .ok_or_else(|| Error::not_found(format!("blob {id} is not in the index")))?
-            }
-        };
-        let key = self.pack_key(&entry.pack).await?;
-        let name = pack_name(&entry.pack);
-        let end = entry.offset + u64::from(entry.stored_len);
-        let record = self
-            .backend
-            .get(&name, ByteRange::Bounded(entry.offset..end))
-            .await
-            .map_err(|e| e.context(name.clone()))?;
-        let keys = self.keys.clone();
-        let pe = entry.pack_entry();
-        // The response buffer becomes the blob (no copy when unshared).
-        let record = Vec::from(record.bytes);
-        tokio::task::spawn_blocking(move || key.open_blob_owned(&keys, &pe, record))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("blob task: {e}")))?
-            .map_err(|e| e.context(name))
     }
 
     /// Reads `name` and decodes it with `open`; when the version the store

@@ -79,11 +79,12 @@ pub async fn read_object(
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
     let mut n = 0u64;
-    for id in &meta.chunks {
-        let data = repo.read_blob(id).await?;
-        out.write_all(&data)?;
+    repo.read_blobs(&meta.chunks, |data| {
+        out.write_all(data)?;
         n += data.len() as u64;
-    }
+        Ok(())
+    })
+    .await?;
     if n != meta.size {
         return Err(Error::corrupt(format!(
             "object content is {n} bytes, its entry says {}",

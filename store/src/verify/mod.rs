@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::backend::get_all;
@@ -337,52 +338,58 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
     }
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
-    for (pack, entries) in packs {
+    // Packs are read and checked a few at a time (reads overlap checks,
+    // checks use every core); their outcomes are reported in pack order.
+    let at_once = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let listed = &listed;
+    let mut checks = futures::stream::iter(packs.into_iter().map(|(pack, entries)| {
+        let read = opts.read_data && opts.subset.is_none_or(|s| s.contains(&pack));
+        async move {
+            let outcome = if !listed.contains(&pack) {
+                PackOutcome::Missing
+            } else if read {
+                PackOutcome::Read(read_pack_data(repo, pack).await)
+            } else {
+                PackOutcome::Trailer(repo.read_trailer(&pack).await)
+            };
+            (pack, entries, outcome)
+        }
+    }))
+    .buffered(at_once);
+    while let Some((pack, entries, outcome)) = checks.next().await {
         report.packs += 1;
         let name = pack_name(&pack);
         let bad = |report: &mut VerifyReport, damaged: &mut HashSet<BlobId>, msg: String| {
             report.damage(name.clone(), msg);
             damaged.extend(entries.iter().map(|e| e.blob));
         };
-        if !listed.contains(&pack) {
-            bad(&mut report, &mut damaged_blobs, "pack is missing".into());
-            continue;
-        }
-        if opts.read_data && opts.subset.is_none_or(|s| s.contains(&pack)) {
+        if matches!(outcome, PackOutcome::Read(_)) {
             report.packs_read += 1;
-            let bytes = match get_all(&**repo.backend(), &name).await {
-                Ok(b) => b,
-                Err(e) => {
-                    bad(&mut report, &mut damaged_blobs, e.to_string());
-                    continue;
-                }
-            };
-            let keys = repo.keys().clone();
-            let (checked, pack_report) = tokio::task::spawn_blocking(move || {
-                let mut r = VerifyReport::default();
-                (check_pack_data(&keys, &bytes, pack, &mut r), r)
-            })
-            .await
-            .map_err(|e| Error::new(crate::ErrorKind::Io, format!("verify task: {e}")))?;
-            report.problems.extend(pack_report.problems);
-            match checked {
-                Err(e) => bad(&mut report, &mut damaged_blobs, e.to_string()),
-                Ok((trailer, blob_errors)) => {
-                    report.blobs_read += trailer.len() as u64;
-                    compare_trailer(&mut report, &name, &trailer, &entries);
-                    for (blob, err) in blob_errors {
-                        report.damage(name.clone(), format!("blob {}: {err}", blob.short()));
-                        damaged_blobs.insert(blob);
+        }
+        match outcome {
+            PackOutcome::Missing => bad(&mut report, &mut damaged_blobs, "pack is missing".into()),
+            PackOutcome::Read(Err(e)) => bad(&mut report, &mut damaged_blobs, e.to_string()),
+            PackOutcome::Read(Ok((checked, pack_report))) => {
+                report.problems.extend(pack_report.problems);
+                match checked {
+                    Err(e) => bad(&mut report, &mut damaged_blobs, e.to_string()),
+                    Ok((trailer, blob_errors)) => {
+                        report.blobs_read += trailer.len() as u64;
+                        compare_trailer(&mut report, &name, &trailer, &entries);
+                        for (blob, err) in blob_errors {
+                            report.damage(name.clone(), format!("blob {}: {err}", blob.short()));
+                            damaged_blobs.insert(blob);
+                        }
                     }
                 }
             }
-        } else {
-            match repo.read_trailer(&pack).await {
-                Ok(trailer) => compare_trailer(&mut report, &name, &trailer, &entries),
-                Err(e) => bad(&mut report, &mut damaged_blobs, e.to_string()),
+            PackOutcome::Trailer(Ok(trailer)) => {
+                compare_trailer(&mut report, &name, &trailer, &entries)
             }
+            PackOutcome::Trailer(Err(e)) => bad(&mut report, &mut damaged_blobs, e.to_string()),
         }
     }
+    drop(checks);
 
     // Which keys the damage reaches.
     if !damaged_blobs.is_empty() {
@@ -407,6 +414,33 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
 
 /// A pack's trailer as index entries, and the blobs that failed to read.
 type PackCheck = (Vec<IndexEntry>, Vec<(BlobId, Error)>);
+
+/// What looking at one indexed pack found.
+enum PackOutcome {
+    /// Not in the vault's listing.
+    Missing,
+    /// Read whole and checked (with the problems the check noted), or the
+    /// read failed.
+    Read(Result<(Result<PackCheck>, VerifyReport)>),
+    /// Only its trailer read.
+    Trailer(Result<Vec<IndexEntry>>),
+}
+
+/// Reads pack `pack` whole and checks every blob in it (on the blocking
+/// pool).
+async fn read_pack_data(
+    repo: &Repository,
+    pack: ObjectId,
+) -> Result<(Result<PackCheck>, VerifyReport)> {
+    let bytes = get_all(&**repo.backend(), &pack_name(&pack)).await?;
+    let keys = repo.keys().clone();
+    tokio::task::spawn_blocking(move || {
+        let mut r = VerifyReport::default();
+        (check_pack_data(&keys, &bytes, pack, &mut r), r)
+    })
+    .await
+    .map_err(|e| Error::new(crate::ErrorKind::Io, format!("verify task: {e}")))
+}
 
 /// Checks a whole pack: its name, its trailer, every blob. A pack whose
 /// bytes do not hash to its name is damage, but its blobs are still
