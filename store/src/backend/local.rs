@@ -55,7 +55,9 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        drop_cached(&f);
+        if bytes.len() >= DROP_CACHED_MIN {
+            drop_cached(&f);
+        }
         std::fs::hard_link(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()?;
         Ok::<_, std::io::Error>(())
@@ -73,10 +75,15 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Objects of at least this size (packs) leave the page cache once
+/// written; smaller ones (points, run pages) stay, as the next pass reads
+/// the last point's runs.
+const DROP_CACHED_MIN: usize = 1 << 20;
+
 /// Tells the kernel the file's pages, written and synced, are not needed
-/// in memory: a vault object is not read back by the pass that wrote it,
-/// and its pages, freed at once, serve the next write instead of pushing
-/// the source's data out of the page cache.
+/// in memory: a pack is not read back by the pass that wrote it, and its
+/// pages, freed at once, serve the next write instead of pushing the
+/// source's data out of the page cache.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn drop_cached(f: &std::fs::File) {
