@@ -235,6 +235,28 @@ fn tree_size(dir: &Path) -> Result<(u64, usize)> {
     Ok((bytes, all.len()))
 }
 
+/// Writes out `dir`'s files and drops their pages from the page cache.
+fn evict_from_page_cache(dir: &Path) -> Result<()> {
+    let _ = Command::new("sync").status();
+    for f in files(dir)? {
+        let file = std::fs::File::open(dir.join(&f))?;
+        drop_cached(&file).with_context(|| format!("evicting {}", f.display()))?;
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn drop_cached(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads the descriptor, which `file` keeps
+    // open.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    match rc {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Checks that `restored` holds exactly the files of `data`, byte for byte.
 fn same_tree(data: &Path, restored: &Path) -> Result<()> {
     let (a, b) = (files(data)?, files(restored)?);
@@ -294,11 +316,15 @@ fn finish_tool(tool: &Tool, row: &mut Row, data: &Path, work: &Path) -> Result<(
     if target.exists() {
         std::fs::remove_dir_all(&target)?;
     }
+    // Restore and verify read the vault from storage, as they would on
+    // the day, not from the page cache its writes left behind.
+    evict_from_page_cache(&tool.vault)?;
     row.restore = timed(tool.restore(&target), &log("restore"))?;
     same_tree(data, &restored_root(&target, data))?;
     // Kept until all tools are done: deleting thousands of files leaves
     // ext4 scanning past recently freed inodes on the next tool's restore,
     // which measured 1.5x slower for whichever tool came next.
+    evict_from_page_cache(&tool.vault)?;
     row.verify = timed(tool.verify(data), &log("verify"))?;
     (row.vault_bytes, row.vault_files) = tree_size(&tool.vault)?;
     // The disk is the limit on big presets: the vault goes once measured.
