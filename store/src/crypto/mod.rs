@@ -12,7 +12,7 @@
 
 pub mod keyfile;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::Aes256Gcm;
 
 use crate::error::{Error, ErrorKind};
@@ -142,7 +142,7 @@ impl ObjectCipher {
     pub fn seal_in_place(&self, nonce: Nonce, aad: &[u8], buf: &mut Vec<u8>, start: usize) {
         let tag = self
             .0
-            .encrypt_in_place_detached(&nonce.bytes().into(), aad, &mut buf[start..])
+            .encrypt_inout_detached(&nonce.bytes().into(), aad, (&mut buf[start..]).into())
             .expect("AES-GCM encryption fails only for inputs over 64 GiB");
         buf.extend_from_slice(&tag);
     }
@@ -185,7 +185,7 @@ impl ObjectCipher {
         let (body, tag) = sealed.split_at_mut(body_len);
         let tag: [u8; TAG_LEN] = (&*tag).try_into().unwrap_or([0; TAG_LEN]);
         self.0
-            .decrypt_in_place_detached(&nonce.bytes().into(), aad, body, &tag.into())
+            .decrypt_inout_detached(&nonce.bytes().into(), aad, body.into(), &tag.into())
             .map_err(|_| {
                 Error::new(
                     ErrorKind::Crypto,
