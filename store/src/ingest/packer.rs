@@ -34,32 +34,6 @@ use crate::repo::{pack_name, Repository};
 /// Uploads in flight at once.
 const UPLOAD_CONCURRENCY: usize = 2;
 
-/// Buffers of uploaded packs kept for the next packs, at most.
-const SPARE_BUFFERS: usize = 2;
-
-/// Buffers of uploaded packs, for new packs to fill: a fresh 16 MiB
-/// buffer costs 4,096 page faults and as many zeroed pages, a tenth of
-/// the CPU time of a pass over large objects.
-#[derive(Default)]
-struct SpareBuffers(Mutex<Vec<Vec<u8>>>);
-
-impl SpareBuffers {
-    fn take(&self) -> Option<Vec<u8>> {
-        self.0.lock().expect("spare buffers lock").pop()
-    }
-
-    /// Keeps the buffer behind `bytes` when nothing else holds it (the
-    /// backend let go of it) and fewer than [`SPARE_BUFFERS`] are kept.
-    fn give_back(&self, bytes: Bytes) {
-        let mut spare = self.0.lock().expect("spare buffers lock");
-        if spare.len() < SPARE_BUFFERS {
-            if let Ok(buf) = bytes.try_into_mut() {
-                spare.push(Vec::from(buf));
-            }
-        }
-    }
-}
-
 /// New blobs per index segment written during a pass (3.5 MiB of
 /// entries): what a pass holds of its new blobs' index at most, give or
 /// take the packs being filled.
@@ -110,7 +84,6 @@ pub(super) struct Packer {
     pub(super) segment_due: Arc<tokio::sync::Notify>,
     segments: Mutex<Vec<ObjectId>>,
     pool: Mutex<Vec<PackBuilder>>,
-    spare: Arc<SpareBuffers>,
     /// Read windows of idle workers (as many as cores at most).
     windows: Mutex<Vec<ChunkWindow>>,
     /// The number of cores (asked once: it reads cgroup files).
@@ -128,14 +101,12 @@ impl Packer {
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
         let segment_due = Arc::new(tokio::sync::Notify::new());
-        let spare = Arc::new(SpareBuffers::default());
         let uploader = tokio::spawn(upload_loop(
             repo.backend().clone(),
             rx,
             progress,
             segment_due.clone(),
             segment_entries.max(1),
-            spare.clone(),
         ));
         Packer {
             keys: repo.keys().clone(),
@@ -150,7 +121,6 @@ impl Packer {
             segment_due,
             segments: Mutex::new(Vec::new()),
             pool: Mutex::new(Vec::new()),
-            spare,
             windows: Mutex::new(Vec::new()),
             max_idle_windows: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tx,
@@ -210,11 +180,7 @@ impl Packer {
         }
         let builder = self.pool.lock().expect("pool lock").pop();
         let mut builder = builder.unwrap_or_else(|| {
-            let buf = self
-                .spare
-                .take()
-                .unwrap_or_else(|| Vec::with_capacity(self.target + (1 << 20)));
-            PackBuilder::in_buffer(&self.keys, random_bytes(), buf)
+            PackBuilder::new(&self.keys, random_bytes(), self.target + (1 << 20))
         });
         builder.add(id, data, self.zstd_level)?;
         if builder.len_bytes() >= self.target {
@@ -331,7 +297,6 @@ async fn upload_loop(
     progress: Arc<IngestProgress>,
     segment_due: Arc<tokio::sync::Notify>,
     segment_entries: usize,
-    spare: Arc<SpareBuffers>,
 ) -> Result<Packed> {
     let mut packed = Packed::default();
     let mut set: JoinSet<Result<(usize, u64)>> = JoinSet::new();
@@ -373,14 +338,12 @@ async fn upload_loop(
         if packed.entries.len() >= segment_entries {
             segment_due.notify_one();
         }
-        let (b, spare) = (backend.clone(), spare.clone());
+        let b = backend.clone();
         set.spawn(async move {
             let name = pack_name(&pack.id);
-            let bytes = Bytes::from(pack.bytes);
-            b.put(&name, bytes.clone())
+            b.put(&name, Bytes::from(pack.bytes))
                 .await
                 .map_err(|e| e.context(name))?;
-            spare.give_back(bytes);
             tracing::debug!(pack = %pack.id, bytes = len, "pack uploaded");
             Ok((0, len))
         });
@@ -421,31 +384,5 @@ fn joined(
         Some(Ok(Err(e))) => Err(e),
         Some(Err(e)) => Err(Error::new(ErrorKind::Io, format!("upload task: {e}"))),
         None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_uploaded_buffer_is_kept_only_when_nothing_else_holds_it() {
-        let spare = SpareBuffers::default();
-        let mut buf = Vec::with_capacity(1 << 20);
-        buf.extend_from_slice(&[1; 1000]);
-        let bytes = Bytes::from(buf);
-        let held = bytes.clone();
-        spare.give_back(bytes);
-        assert!(
-            spare.take().is_none(),
-            "a buffer still read elsewhere is not reused"
-        );
-        spare.give_back(held);
-        let kept = spare.take().expect("the last holder's buffer is kept");
-        assert!(kept.capacity() >= 1 << 20, "its memory comes back whole");
-        for _ in 0..5 {
-            spare.give_back(Bytes::from(vec![0u8; 10]));
-        }
-        assert_eq!(spare.0.lock().unwrap().len(), SPARE_BUFFERS);
     }
 }
