@@ -240,21 +240,10 @@ fn evict_from_page_cache(dir: &Path) -> Result<()> {
     let _ = Command::new("sync").status();
     for f in files(dir)? {
         let file = std::fs::File::open(dir.join(&f))?;
-        drop_cached(&file).with_context(|| format!("evicting {}", f.display()))?;
+        strata_store::backend::local::drop_cached(&file)
+            .with_context(|| format!("evicting {}", f.display()))?;
     }
     Ok(())
-}
-
-#[allow(unsafe_code)]
-fn drop_cached(file: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: posix_fadvise only reads the descriptor, which `file` keeps
-    // open.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    match rc {
-        0 => Ok(()),
-        e => Err(std::io::Error::from_raw_os_error(e)),
-    }
 }
 
 /// Checks that `restored` holds exactly the files of `data`, byte for byte.

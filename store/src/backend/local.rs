@@ -56,7 +56,9 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         if bytes.len() >= DROP_CACHED_MIN {
-            drop_cached(&f);
+            if let Err(e) = drop_cached(&f) {
+                tracing::debug!(error = %e, "posix_fadvise(DONTNEED) refused");
+            }
         }
         std::fs::hard_link(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()?;
@@ -83,20 +85,24 @@ const DROP_CACHED_MIN: usize = 1 << 20;
 /// Tells the kernel the file's pages, written and synced, are not needed
 /// in memory: a pack is not read back by the pass that wrote it, and its
 /// pages, freed at once, serve the next write instead of pushing the
-/// source's data out of the page cache.
+/// source's data out of the page cache. (The bench harness uses it to
+/// read a vault cold.)
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn drop_cached(f: &std::fs::File) {
+pub fn drop_cached(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: posix_fadvise only reads the descriptor, which `f` keeps open.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        tracing::debug!(rc, "posix_fadvise(DONTNEED) refused");
+    match unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } {
+        0 => Ok(()),
+        rc => Err(std::io::Error::from_raw_os_error(rc)),
     }
 }
 
+/// Drops a file's pages from the page cache (not Linux: nothing to do).
 #[cfg(not(target_os = "linux"))]
-fn drop_cached(_: &std::fs::File) {}
+pub fn drop_cached(_: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
+}
 
 fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<Listed>> {
     // Start from the deepest directory the prefix names.

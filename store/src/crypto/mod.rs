@@ -149,20 +149,10 @@ impl ObjectCipher {
 
     /// Authenticates and decrypts ciphertext ‖ tag.
     pub fn open(&self, nonce: Nonce, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
-        self.open_in_place(nonce, aad, sealed.to_vec())
-    }
-
-    /// [`ObjectCipher::open`] on a buffer the caller gives up: decrypted
-    /// where it lies, the tag cut off (no second buffer).
-    pub fn open_in_place(
-        &self,
-        nonce: Nonce,
-        aad: &[u8],
-        mut sealed: Vec<u8>,
-    ) -> Result<Vec<u8>, Error> {
-        let body_len = self.open_in_slice(nonce, aad, &mut sealed)?.len();
-        sealed.truncate(body_len);
-        Ok(sealed)
+        let mut buf = sealed.to_vec();
+        let body_len = self.open_in_slice(nonce, aad, &mut buf)?.len();
+        buf.truncate(body_len);
+        Ok(buf)
     }
 
     /// [`ObjectCipher::open`] where `sealed` lies (a record within a larger

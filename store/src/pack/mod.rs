@@ -317,23 +317,13 @@ impl PackKey {
         entry: &PackEntry,
         record: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        self.open_blob_owned(keys, entry, record.to_vec())
-    }
-
-    /// [`PackKey::open_blob`] on a record buffer the caller gives up: it is
-    /// decrypted in place (a raw blob comes back in the same buffer).
-    pub fn open_blob_owned(
-        &self,
-        keys: &Keys,
-        entry: &PackEntry,
-        mut record: Vec<u8>,
-    ) -> Result<Vec<u8>, Error> {
-        let raw_len = match self.open_blob_in(keys, entry, &mut record)? {
+        let mut buf = record.to_vec();
+        let raw_len = match self.open_blob_in(keys, entry, &mut buf)? {
             Cow::Owned(plain) => return Ok(plain),
             Cow::Borrowed(plain) => plain.len(),
         };
-        record.truncate(raw_len);
-        Ok(record)
+        buf.truncate(raw_len);
+        Ok(buf)
     }
 
     /// [`PackKey::open_blob`] where the record lies (within a larger read):

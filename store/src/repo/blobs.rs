@@ -28,28 +28,31 @@ enum Opened {
     Decompressed(Vec<u8>),
 }
 
+impl OpenedRun {
+    /// The blob of a run of one, in the read buffer when it was stored raw
+    /// (no copy).
+    fn into_only_blob(self) -> Vec<u8> {
+        let OpenedRun { mut buf, blobs } = self;
+        match blobs.into_iter().next() {
+            Some(Opened::InBuffer(r)) => {
+                buf.truncate(r.end);
+                buf.drain(..r.start);
+                buf
+            }
+            Some(Opened::Decompressed(plain)) => plain,
+            None => Vec::new(),
+        }
+    }
+}
+
 impl Repository {
     /// Reads, authenticates and re-hashes one blob. A blob the local index
     /// cache does not know yet (segments written since it was loaded)
     /// brings it up to date first.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let entry = self.entry_of(id).await?;
-        let key = self.pack_key(&entry.pack).await?;
-        let name = pack_name(&entry.pack);
-        let end = entry.offset + u64::from(entry.stored_len);
-        let record = self
-            .backend
-            .get(&name, ByteRange::Bounded(entry.offset..end))
-            .await
-            .map_err(|e| e.context(name.clone()))?;
-        let keys = self.keys.clone();
-        let pe = entry.pack_entry();
-        // The response buffer becomes the blob (no copy when unshared).
-        let record = Vec::from(record.bytes);
-        tokio::task::spawn_blocking(move || key.open_blob_owned(&keys, &pe, record))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("blob task: {e}")))?
-            .map_err(|e| e.context(name))
+        let run = self.read_run(std::slice::from_ref(&entry)).await?;
+        Ok(run.into_only_blob())
     }
 
     /// Reads the blobs `ids` in order and hands each to `each`, checked as
