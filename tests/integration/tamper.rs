@@ -36,7 +36,7 @@ fn pack(keys: &Keys, rng: &mut Rng) -> (Vec<u8>, Vec<(BlobId, Vec<u8>)>) {
         b.add(id, &data, 3).unwrap();
         blobs.push((id, data));
     }
-    (b.finish().bytes, blobs)
+    (b.finish().bytes.to_vec(), blobs)
 }
 
 /// Every blob of a pack reads back intact, or the pack is refused.

@@ -16,7 +16,6 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -341,7 +340,7 @@ async fn upload_loop(
         let b = backend.clone();
         set.spawn(async move {
             let name = pack_name(&pack.id);
-            b.put(&name, Bytes::from(pack.bytes))
+            b.put(&name, pack.bytes)
                 .await
                 .map_err(|e| e.context(name))?;
             tracing::debug!(pack = %pack.id, bytes = len, "pack uploaded");

@@ -96,20 +96,32 @@ impl PackEntry {
 }
 
 /// Accumulates blobs into one pack; bytes in, bytes out.
+///
+/// A pack of [`ALIGN_FROM`] bytes or more starts on a page boundary of its
+/// buffer (`buf[start..]`), so a local vault can write it with direct I/O
+/// from where it lies instead of copying it into the page cache.
 pub struct PackBuilder {
     cipher: ObjectCipher,
     header: [u8; HEADER_LEN],
     buf: Vec<u8>,
+    /// Where the pack begins in `buf` (the bytes before it are padding).
+    start: usize,
     entries: Vec<PackEntry>,
 }
+
+/// Buffers of at least this capacity put the pack on a page boundary.
+pub const ALIGN_FROM: usize = 1 << 20;
+/// The boundary: a page, which is what direct I/O asks of a buffer.
+pub const PAGE: usize = 4096;
 
 /// A finished pack, ready to upload under `packs/<id>`.
 #[derive(Debug)]
 pub struct FinishedPack {
     /// blake3 of `bytes`.
     pub id: ObjectId,
-    /// The whole pack.
-    pub bytes: Vec<u8>,
+    /// The whole pack (page-aligned when it was built in a buffer of
+    /// [`ALIGN_FROM`] bytes or more).
+    pub bytes: bytes::Bytes,
     /// What it holds.
     pub entries: Vec<PackEntry>,
 }
@@ -123,12 +135,20 @@ impl PackBuilder {
             salt,
         }
         .encode();
-        let mut buf = Vec::with_capacity(capacity);
+        let (mut buf, start) = if capacity >= ALIGN_FROM {
+            let buf = Vec::<u8>::with_capacity(capacity + PAGE);
+            let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
+            (buf, start)
+        } else {
+            (Vec::with_capacity(capacity), 0)
+        };
+        buf.resize(start, 0);
         buf.extend_from_slice(&header);
         PackBuilder {
             cipher: keys.object_cipher(&salt),
             header,
             buf,
+            start,
             entries: Vec::new(),
         }
     }
@@ -165,7 +185,7 @@ impl PackBuilder {
     ) -> Result<()> {
         let mut entry = PackEntry {
             id,
-            offset: offset as u64,
+            offset: (offset - self.start) as u64,
             stored_len: 0,
             raw_len,
             compression,
@@ -186,7 +206,7 @@ impl PackBuilder {
 
     /// Bytes so far (header and blob records).
     pub fn len_bytes(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Number of blobs added.
@@ -205,6 +225,7 @@ impl PackBuilder {
             cipher,
             header,
             mut buf,
+            start,
             entries,
         } = self;
         let mut w = Writer::with_capacity(4 + entries.len() * ENTRY_LEN);
@@ -220,9 +241,10 @@ impl PackBuilder {
                 .to_le_bytes(),
         );
         buf.extend_from_slice(&FOOTER_MAGIC);
+        let bytes = bytes::Bytes::from(buf).slice(start..);
         FinishedPack {
-            id: ObjectId::of(&buf),
-            bytes: buf,
+            id: ObjectId::of(&bytes),
+            bytes,
             entries,
         }
     }
@@ -457,6 +479,26 @@ mod tests {
         assert_eq!(view.entries[1].compression, Compression::Zstd);
     }
 
+    /// A large buffer puts the pack on a page boundary; the bytes (and so
+    /// the name) are the same as a small buffer's.
+    #[test]
+    fn large_buffers_align_the_pack_without_changing_it() {
+        let keys = keys();
+        let build = |capacity| {
+            let mut b = PackBuilder::new(&keys, [1; 32], capacity);
+            for blob in [&b"hello"[..], &[7; 5000][..]] {
+                b.add(keys.blob_id(blob), blob, 3).unwrap();
+            }
+            b.finish()
+        };
+        let (small, large) = (build(64), build(ALIGN_FROM));
+        assert_eq!(large.bytes.as_ptr().align_offset(PAGE), 0);
+        assert_eq!(
+            (small.id, &small.bytes, &small.entries),
+            (large.id, &large.bytes, &large.entries)
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3000), 0..8), level in 0i32..4) {
@@ -481,7 +523,7 @@ mod tests {
         b.add(keys.blob_id(b"abc"), b"abc", 0).unwrap();
         let p = b.finish();
         for i in 0..p.bytes.len() {
-            let mut bad = p.bytes.clone();
+            let mut bad = p.bytes.to_vec();
             bad[i] ^= 1;
             let res = PackView::open(&keys, &bad, None).and_then(|v| {
                 let e = v.entries[0];
@@ -496,7 +538,7 @@ mod tests {
         let keys = keys();
         let p = PackBuilder::new(&keys, [1; 32], 64).finish();
         for lie in [0u32, u32::MAX, p.bytes.len() as u32] {
-            let mut bad = p.bytes.clone();
+            let mut bad = p.bytes.to_vec();
             let at = bad.len() - FOOTER_LEN;
             bad[at..at + 4].copy_from_slice(&lie.to_le_bytes());
             assert!(PackView::open(&keys, &bad, None).is_err());
