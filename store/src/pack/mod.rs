@@ -99,7 +99,8 @@ impl PackEntry {
 ///
 /// A pack of [`ALIGN_FROM`] bytes or more starts on a page boundary of its
 /// buffer (`buf[start..]`), so a local vault can write it with direct I/O
-/// from where it lies instead of copying it into the page cache.
+/// from where it lies instead of copying it into the page cache, and its
+/// buffer asks for huge pages ([`crate::allocator::advise_huge_pages`]).
 pub struct PackBuilder {
     cipher: ObjectCipher,
     header: [u8; HEADER_LEN],
@@ -136,7 +137,8 @@ impl PackBuilder {
         }
         .encode();
         let (mut buf, start) = if capacity >= ALIGN_FROM {
-            let buf = Vec::<u8>::with_capacity(capacity + PAGE);
+            let mut buf = Vec::<u8>::with_capacity(capacity + PAGE);
+            crate::allocator::advise_huge_pages(&mut buf);
             let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
             (buf, start)
         } else {
