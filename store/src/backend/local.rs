@@ -54,7 +54,7 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| {
         let f = write_new(&tmp, bytes)?;
         f.sync_all()?;
-        if bytes.len() >= DROP_CACHED_MIN {
+        if bytes.len() >= LARGE {
             if let Err(e) = drop_cached(&f) {
                 tracing::debug!(error = %e, "posix_fadvise(DONTNEED) refused");
             }
@@ -85,8 +85,8 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
 fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
     let page = crate::pack::PAGE;
     let direct_len = bytes.len() & !(page - 1);
-    if bytes.len() >= DROP_CACHED_MIN && bytes.as_ptr().align_offset(page) == 0 {
-        if let Some(direct) = open_direct(path)? {
+    if bytes.len() >= LARGE && bytes.as_ptr().align_offset(page) == 0 {
+        if let Some(direct) = open_direct(path, true)? {
             let (head, tail) = bytes.split_at(direct_len);
             let written = (&direct).write_all(head);
             drop(direct);
@@ -112,19 +112,70 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Creates `path` for direct I/O; `None` where the filesystem has none.
+/// Reads `range` of `path` (a whole pack, a run of blobs) with direct
+/// I/O: the whole pages around it go from the disk into a page-aligned
+/// buffer, not through the page cache (a restore or verify reads a pack
+/// once; copying it through the cache only to drop it again was most of
+/// their kernel time). `None` where the filesystem has no direct I/O.
+fn read_direct(path: &Path, range: std::ops::Range<u64>) -> std::io::Result<Option<Bytes>> {
+    let page = crate::pack::PAGE as u64;
+    let from = range.start & !(page - 1);
+    let len =
+        usize::try_from(range.end.div_ceil(page) * page - from).map_err(std::io::Error::other)?;
+    let Some(f) = open_direct(path, false)? else {
+        return Ok(None);
+    };
+    // Zeroed by the allocator for free (a fresh mapping), filled by the
+    // disk: the zeroes are never written by us.
+    let mut buf = vec![0u8; len + crate::pack::PAGE];
+    crate::allocator::advise_huge_pages(&mut buf);
+    let start = buf.as_ptr().align_offset(crate::pack::PAGE);
+    let mut got = 0;
+    while let Some(rest) = buf
+        .get_mut(start + got..start + len)
+        .filter(|r| !r.is_empty())
+    {
+        let n = match std::os::unix::fs::FileExt::read_at(&f, rest, from + got as u64) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        got += n;
+        // A short read is the end of the file (its last partial page).
+        if n == 0 || n % crate::pack::PAGE != 0 {
+            break;
+        }
+    }
+    let skip = (range.start - from) as usize;
+    let want = (range.end - range.start) as usize;
+    if got < skip + want {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} ends before byte {}", path.display(), range.end),
+        ));
+    }
+    Ok(Some(
+        Bytes::from(buf).slice(start + skip..start + skip + want),
+    ))
+}
+
+/// Opens `path` for direct I/O — a new file to write (`create`), or an
+/// existing one to read; `None` where the filesystem has none.
 #[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+fn open_direct(path: &Path, create: bool) -> std::io::Result<Option<std::fs::File>> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+        .read(!create)
+        .write(create)
+        .create_new(create)
         .custom_flags(libc::O_DIRECT)
         .open(path)
     {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let _ = std::fs::remove_file(path);
+            if create {
+                let _ = std::fs::remove_file(path);
+            }
             Ok(None)
         }
         Err(e) => Err(e),
@@ -133,14 +184,15 @@ fn open_direct(path: &Path) -> std::io::Result<Option<std::fs::File>> {
 
 /// No direct I/O off Linux: always the usual way.
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_: &Path) -> std::io::Result<Option<std::fs::File>> {
+fn open_direct(_: &Path, _: bool) -> std::io::Result<Option<std::fs::File>> {
     Ok(None)
 }
 
-/// Objects of at least this size (packs) leave the page cache once
-/// written; smaller ones (points, run pages) stay, as the next pass reads
-/// the last point's runs.
-const DROP_CACHED_MIN: usize = 1 << 20;
+/// Objects and ranges of at least this size (packs, runs of blobs) go
+/// by direct I/O where they can, else leave the page cache once written;
+/// smaller ones (points, run pages, pack headers) use and stay in the
+/// cache, as the next pass reads the last point's runs.
+const LARGE: usize = 1 << 20;
 
 /// Tells the kernel the file's pages, written and synced, are not needed
 /// in memory: a pack is not read back by the pass that wrote it, and its
@@ -235,6 +287,11 @@ impl Backend for LocalBackend {
                 }
                 ByteRange::Suffix(n) => (total_len.saturating_sub(*n), total_len),
             };
+            if e - s >= LARGE as u64 {
+                if let Some(bytes) = read_direct(&path, s..e)? {
+                    return Ok(GetResult { bytes, total_len });
+                }
+            }
             f.seek(SeekFrom::Start(s))?;
             let mut buf = Vec::with_capacity(usize::try_from(e - s).unwrap_or(0));
             f.take(e - s).read_to_end(&mut buf)?;
@@ -284,7 +341,8 @@ mod tests {
 
     /// Page-aligned large objects take the direct path (whole pages
     /// direct, the last partial page buffered); others the usual one.
-    /// Both read back byte for byte, and neither overwrites.
+    /// Both read back byte for byte, whole or in large (direct) ranges,
+    /// and neither overwrites.
     #[tokio::test]
     async fn direct_and_buffered_writes_read_back() {
         use super::super::Backend;
@@ -314,6 +372,22 @@ mod tests {
             b.put(name, bytes.clone()).await.unwrap();
             let got = b.get(name, super::ByteRange::All).await.unwrap().bytes;
             assert!(got == bytes, "{name} reads back differently");
+            // Large ranges are read direct, from any offset to any end.
+            let len = bytes.len() as u64;
+            let large = super::LARGE as u64;
+            for r in [
+                1..large + 5,
+                4096..len,
+                len - large - 3..len,
+                0..large,
+                5..len - 1,
+            ] {
+                let got = b.get(name, super::ByteRange::Bounded(r.clone()));
+                let got = got.await.unwrap();
+                assert_eq!(got.total_len, len);
+                let want = &bytes[r.start as usize..r.end as usize];
+                assert!(got.bytes == want, "{name} {r:?} reads back differently");
+            }
             let again = b
                 .put(name, bytes::Bytes::from_static(b"x"))
                 .await
