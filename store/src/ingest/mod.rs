@@ -61,6 +61,8 @@ pub struct IngestOptions {
     pub time_ns: Option<i64>,
     /// Override the vault's pack target size (bytes).
     pub pack_target_size: Option<u32>,
+    /// Most blobs in one pack (default [`packer::MAX_PACK_BLOBS`]).
+    pub pack_max_blobs: Option<usize>,
     /// Only these keys changed (from a change feed). `None`: list the
     /// whole source and diff it against the last point.
     pub changes: Option<ChangeSet>,
@@ -291,8 +293,11 @@ pub async fn ingest(
         scheduler: scheduler.clone(),
         packer: Arc::new(Packer::start(
             repo,
-            target,
-            opts.segment_entries.unwrap_or(packer::SEGMENT_ENTRIES),
+            packer::PackLimits {
+                bytes: target,
+                blobs: opts.pack_max_blobs.unwrap_or(packer::MAX_PACK_BLOBS),
+                segment_entries: opts.segment_entries.unwrap_or(packer::SEGMENT_ENTRIES),
+            },
             progress.clone(),
         )),
         workers: Arc::new(Semaphore::new(workers)),
@@ -753,6 +758,41 @@ mod tests {
             std::fs::write(d.path().join(format!("f{i:04}")), format!("file {i} body")).unwrap();
         }
         d
+    }
+
+    /// Tiny blobs fill a pack by count before they fill it by size.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn packs_hold_no_more_blobs_than_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            Arc::new(MemoryBackend::new()),
+            b"pw",
+            InitOptions::default(),
+            OpenOptions {
+                cache_dir: Some(dir.path().join("cache")),
+            },
+        )
+        .await
+        .unwrap();
+        let data = tree(300);
+        let opts = IngestOptions {
+            pack_max_blobs: Some(50),
+            ..Default::default()
+        };
+        let source = Arc::new(crate::source::local::LocalSource::new(data.path()).unwrap());
+        let s = ingest(&repo, source, &opts, Arc::default()).await.unwrap();
+        assert_eq!(s.new_blobs, 300);
+        let mut per_pack = std::collections::HashMap::<_, usize>::new();
+        for e in repo.index().iter() {
+            *per_pack.entry(e.unwrap().pack).or_default() += 1;
+        }
+        assert_eq!(per_pack.values().sum::<usize>(), 300);
+        assert!(per_pack.values().all(|&n| n <= 50), "{per_pack:?}");
+        assert_eq!(per_pack.len() as u64, s.packs_written);
+        assert!(s.packs_written >= 6, "{} packs", s.packs_written);
+        for (key, bytes) in restored(&repo, &repo).await {
+            assert_eq!(bytes, std::fs::read(data.path().join(key)).unwrap());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

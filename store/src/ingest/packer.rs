@@ -30,6 +30,24 @@ use crate::index::{IndexEntry, Segment};
 use crate::pack::{FinishedPack, PackBuilder};
 use crate::repo::{pack_name, Repository};
 
+/// Blobs per pack at most. Tiny, compressible objects would otherwise
+/// put a few hundred thousand blobs in one pack, and its blob table (56
+/// bytes a blob while it is built, 52 in the trailer, twice while it is
+/// sealed) made the peak memory of a pass grow with how small and
+/// compressible its objects are: 16,384 keeps each under 1 MiB, at one
+/// vault PUT per 16,384 such objects.
+pub(super) const MAX_PACK_BLOBS: usize = 1 << 14;
+
+/// When the packer closes a pack, and when the pass writes a segment.
+pub(super) struct PackLimits {
+    /// Pack size (bytes) to close a pack at.
+    pub bytes: usize,
+    /// Blobs to close a pack at.
+    pub blobs: usize,
+    /// New blobs in stored packs to write an index segment at.
+    pub segment_entries: usize,
+}
+
 /// Uploads in flight at once.
 const UPLOAD_CONCURRENCY: usize = 2;
 
@@ -75,6 +93,7 @@ pub(super) struct Packer {
     chunker: ChunkerParams,
     zstd_level: i32,
     target: usize,
+    max_blobs: usize,
     /// Blobs in packs an interrupted pass left (this pass indexes them).
     recovered: Arc<std::collections::HashMap<BlobId, crate::index::IndexEntry>>,
     dedup: Mutex<Dedup>,
@@ -94,8 +113,7 @@ pub(super) struct Packer {
 impl Packer {
     pub(super) fn start(
         repo: &Repository,
-        target: usize,
-        segment_entries: usize,
+        limits: PackLimits,
         progress: Arc<IngestProgress>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
@@ -105,13 +123,14 @@ impl Packer {
             rx,
             progress,
             segment_due.clone(),
-            segment_entries.max(1),
+            limits.segment_entries.max(1),
         ));
         Packer {
             keys: repo.keys().clone(),
             chunker: repo.config().chunker,
             zstd_level: repo.config().zstd_level,
-            target,
+            target: limits.bytes,
+            max_blobs: limits.blobs.max(1),
             recovered: repo.recovered_blobs(),
             dedup: Mutex::new(Dedup {
                 index: repo.index(),
@@ -182,7 +201,7 @@ impl Packer {
             PackBuilder::new(&self.keys, random_bytes(), self.target + (1 << 20))
         });
         builder.add(id, data, self.zstd_level)?;
-        if builder.len_bytes() >= self.target {
+        if builder.len_bytes() >= self.target || builder.blob_count() >= self.max_blobs {
             self.tx
                 .blocking_send(Upload::Pack(builder.finish()))
                 .map_err(|_| {
