@@ -1,13 +1,15 @@
 //! Restoring a point: to a directory, or one object to a writer (`cat`).
 //!
-//! Files are written to a temp name beside their target and then linked
-//! into place, so a crash never leaves a partial file under a real name,
-//! and an existing file is never replaced unless `overwrite` is set.
+//! Files are written unnamed (or under a temp name) beside their target
+//! and then linked into place ([`file`]), so a crash never leaves a
+//! partial file under a real name, and an existing file is never replaced
+//! unless `overwrite` is set.
 //! Directories are created one component at a time and must be real
 //! directories (never followed symlinks), so nothing is written outside
 //! the target root whatever the keys contain.
 
 pub mod browse;
+mod file;
 pub mod path;
 
 use std::io::Write;
@@ -23,6 +25,7 @@ use crate::manifest::point::Point;
 use crate::manifest::{Entry, ObjectMeta};
 use crate::repo::runs::StateCursor;
 use crate::repo::Repository;
+use file::NewFile;
 use path::{key_to_path, KeyPath};
 
 /// Options for a restore.
@@ -110,8 +113,10 @@ pub async fn restore_to_dir(
 ) -> Result<RestoreSummary> {
     std::fs::create_dir_all(target)
         .map_err(|e| Error::from(e).context(format!("restore target {}", target.display())))?;
+    let known = KnownDirs::default();
+    let known = &known;
     restore_each(repo, point, opts, progress, |e, is_prefix| async move {
-        restore_entry(repo, target, &e, is_prefix, opts.overwrite).await
+        restore_entry(repo, target, &e, is_prefix, opts.overwrite, known).await
     })
     .await
 }
@@ -235,6 +240,7 @@ async fn restore_entry(
     e: &Entry,
     is_prefix: bool,
     overwrite: bool,
+    known: &KnownDirs,
 ) -> Result<u64> {
     let meta = e
         .object
@@ -242,13 +248,13 @@ async fn restore_entry(
         .ok_or_else(|| Error::corrupt("deleted entry"))?;
     let rel = match key_to_path(&e.key, is_prefix).map_err(Error::config)? {
         KeyPath::Dir(rel) => {
-            ensure_dirs(root, &rel)?;
+            known.ensure(root, &rel)?;
             return Ok(0);
         }
         KeyPath::File(rel) => rel,
     };
     let parent_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = ensure_dirs(root, &parent_rel)?;
+    let dir = known.ensure(root, &parent_rel)?;
     let name = rel
         .file_name()
         .ok_or_else(|| Error::config(format!("key {:?} has no file name", e.key)))?;
@@ -262,30 +268,12 @@ async fn restore_entry(
             ),
         ));
     }
-    let tmp = dir.join(format!(
-        ".strata-restore-{}",
-        hex::encode(crate::crypto::random_bytes::<8>())
-    ));
-    let result = write_file(repo, meta, &tmp, &final_path, overwrite).await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-async fn write_file(
-    repo: &Repository,
-    meta: &ObjectMeta,
-    tmp: &Path,
-    final_path: &Path,
-    overwrite: bool,
-) -> Result<u64> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)?;
+    let mut new = NewFile::create(&dir)?;
     let n = {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+        // A small file's buffer is its size: a megabyte for each of many
+        // small files was a mapping made and torn down per file.
+        let capacity = usize::try_from(meta.size).map_or(WRITE_BUFFER, |n| n.min(WRITE_BUFFER));
+        let mut w = std::io::BufWriter::with_capacity(capacity, new.file());
         let n = read_object(repo, meta, &mut w).await?;
         w.flush()?;
         n
@@ -295,6 +283,7 @@ async fn write_file(
     } else {
         meta.mode & 0o7777
     };
+    let f = new.file();
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     let mtime = if meta.mtime_ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(u64::try_from(meta.mtime_ns).unwrap_or(0))
@@ -302,31 +291,40 @@ async fn write_file(
         UNIX_EPOCH
     };
     f.set_modified(mtime)?;
-    drop(f);
-    if overwrite {
-        if let Ok(md) = final_path.symlink_metadata() {
-            if md.is_dir() {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!("{} is a directory", final_path.display()),
-                ));
-            }
-        }
-        std::fs::rename(tmp, final_path)?;
-    } else {
-        std::fs::hard_link(tmp, final_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!("{} exists", final_path.display()),
-                )
-            } else {
-                Error::from(e)
-            }
-        })?;
-        std::fs::remove_file(tmp)?;
-    }
+    new.name(&final_path, overwrite)?;
     Ok(n)
+}
+
+/// Write buffer of a restored file at most.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Directories a restore has checked or created, so that a file whose
+/// parent was checked for the file before it (keys come sorted, so most
+/// are) does not check each component again. Only the last few are kept.
+#[derive(Default)]
+struct KnownDirs(std::sync::Mutex<std::collections::VecDeque<PathBuf>>);
+
+impl KnownDirs {
+    const KEEP: usize = 32;
+
+    /// [`ensure_dirs`], unless `rel` was ensured lately.
+    fn ensure(&self, root: &Path, rel: &Path) -> Result<PathBuf> {
+        let lock = || {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if lock().iter().any(|d| d == rel) {
+            return Ok(root.join(rel));
+        }
+        let dir = ensure_dirs(root, rel)?;
+        let mut known = lock();
+        if known.len() == Self::KEEP {
+            known.pop_front();
+        }
+        known.push_back(rel.to_path_buf());
+        Ok(dir)
+    }
 }
 
 /// Creates `root/rel` one component at a time; every existing component
