@@ -250,14 +250,31 @@ fn read_exact(input: &mut impl std::io::Read, buf: &mut [u8]) -> Result<()> {
     })
 }
 
+/// The id tables at the head of a cache file.
+struct IdTables {
+    segments: Vec<ObjectId>,
+    superseded: Vec<ObjectId>,
+    /// Sorted; entries name their pack by its place here.
+    packs: Vec<ObjectId>,
+}
+
+impl IdTables {
+    /// The tables of a file holding both `older`'s entries and `newer`'s.
+    fn merged(older: &CacheFile, newer: &CacheFile) -> IdTables {
+        IdTables {
+            segments: union(older.segments().chain(newer.segments())),
+            superseded: union(older.superseded().chain(newer.superseded())),
+            packs: union(older.packs().chain(newer.packs())),
+        }
+    }
+}
+
 /// Writes one cache file at `path` (atomically: temp file, fsync, rename)
 /// holding `entries`, which come sorted by blob id (of a blob met twice
-/// in a row, the first is kept) and point only into `packs`.
+/// in a row, the first is kept) and point only into `ids.packs`.
 fn write_file(
     path: &Path,
-    segments: &[ObjectId],
-    superseded: &[ObjectId],
-    packs: &[ObjectId],
+    ids: &IdTables,
     entries: impl Iterator<Item = Result<IndexEntry>>,
 ) -> Result<()> {
     let dir = path
@@ -265,7 +282,7 @@ fn write_file(
         .ok_or_else(|| Error::config("index cache path has no parent"))?;
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    match write_to(&tmp, segments, superseded, packs, entries) {
+    match write_to(&tmp, ids, entries) {
         Ok(()) => Ok(std::fs::rename(&tmp, path)?),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -276,11 +293,14 @@ fn write_file(
 
 fn write_to(
     tmp: &Path,
-    segments: &[ObjectId],
-    superseded: &[ObjectId],
-    packs: &[ObjectId],
+    ids: &IdTables,
     entries: impl Iterator<Item = Result<IndexEntry>>,
 ) -> Result<()> {
+    let IdTables {
+        segments,
+        superseded,
+        packs,
+    } = ids;
     let mut ordinals = std::collections::HashMap::with_capacity(packs.len());
     for (i, p) in packs.iter().enumerate() {
         ordinals.insert(
@@ -336,12 +356,9 @@ fn write_to(
     Ok(())
 }
 
-/// The union of `lists`, sorted.
-fn union<'a>(lists: impl IntoIterator<Item = &'a [ObjectId]>) -> Vec<ObjectId> {
-    let mut set = std::collections::BTreeSet::new();
-    for l in lists {
-        set.extend(l.iter().copied());
-    }
+/// The distinct `ids`, sorted.
+fn union(ids: impl Iterator<Item = ObjectId>) -> Vec<ObjectId> {
+    let set: std::collections::BTreeSet<ObjectId> = ids.collect();
     set.into_iter().collect()
 }
 
@@ -477,20 +494,13 @@ impl IndexCache {
         entries: &[IndexEntry],
     ) -> Result<IndexCache> {
         let n = self.layers.len();
-        let packs: Vec<ObjectId> = entries
-            .iter()
-            .map(|e| e.pack)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let ids = IdTables {
+            segments: segments.to_vec(),
+            superseded: superseded.to_vec(),
+            packs: union(entries.iter().map(|e| e.pack)),
+        };
         let path = layer_path(base, n);
-        write_file(
-            &path,
-            segments,
-            superseded,
-            &packs,
-            entries.iter().map(|e| Ok(*e)),
-        )?;
+        write_file(&path, &ids, entries.iter().map(|e| Ok(*e)))?;
         if n == 0 {
             let mut i = 1;
             while std::fs::remove_file(layer_path(base, i)).is_ok() {
@@ -505,22 +515,10 @@ impl IndexCache {
             }
             let (older, newer) = (older.clone(), newer.clone());
             let i = layers.len() - 2;
-            let packs = union([
-                older.packs().collect::<Vec<_>>().as_slice(),
-                newer.packs().collect::<Vec<_>>().as_slice(),
-            ]);
             let path = layer_path(base, i);
             write_file(
                 &path,
-                &union([
-                    older.segments().collect::<Vec<_>>().as_slice(),
-                    newer.segments().collect::<Vec<_>>().as_slice(),
-                ]),
-                &union([
-                    older.superseded().collect::<Vec<_>>().as_slice(),
-                    newer.superseded().collect::<Vec<_>>().as_slice(),
-                ]),
-                &packs,
+                &IdTables::merged(&older, &newer),
                 MergeIter {
                     heads: vec![older.iter().peekable(), newer.iter().peekable()],
                 },

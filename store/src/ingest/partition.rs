@@ -65,12 +65,15 @@ enum Pending {
     Deleted(Entry, u64),
     /// Listed and unchanged: nothing to record.
     Unchanged(String),
-    /// A job reading its keys one after the other, in order; each with its
-    /// previous version's size, if it had one.
-    Job(JoinHandle<Vec<Result<Outcome>>>, Vec<(String, Option<u64>)>),
+    /// A job reading its keys one after the other, in order.
+    Job(JoinHandle<Vec<Done>>),
     /// A job's outcome for one key, waiting its turn.
-    Done(Result<Outcome>, String, Option<u64>),
+    Done(Done),
 }
+
+/// What a job did with one key: the outcome, the key, and the previous
+/// version's size, if it had one.
+type Done = (Result<Outcome>, String, Option<u64>);
 
 /// From a source that is not paced (a directory), objects of at most this
 /// many bytes are read in batches: one job (one hand-over to the blocking
@@ -131,11 +134,14 @@ impl KeyRead {
         }
     }
 
-    fn run(self, source: &dyn Source, packer: &Packer) -> Result<Outcome> {
-        match self.work {
+    fn run(self, source: &dyn Source, packer: &Packer) -> Done {
+        let outcome = match self.work {
             Work::Store(obj) => store_object(source, packer, obj),
-            Work::Check(previous) => check_and_store(source, packer, self.key, previous.as_ref()),
-        }
+            Work::Check(previous) => {
+                check_and_store(source, packer, self.key.clone(), previous.as_ref())
+            }
+        };
+        (outcome, self.key, self.prev_size)
     }
 }
 
@@ -224,7 +230,7 @@ impl Pending {
     /// True when draining it would not wait.
     fn is_ready(&self) -> bool {
         match self {
-            Pending::Job(h, _) => h.is_finished(),
+            Pending::Job(h) => h.is_finished(),
             _ => true,
         }
     }
@@ -276,7 +282,6 @@ impl Partition<'_, '_> {
             .await
             .map_err(|_| Error::new(ErrorKind::Cancelled, "worker pool closed"))?;
         let (src, pk) = (ctx.source.clone(), ctx.packer.clone());
-        let keys = reads.iter().map(|r| (r.key.clone(), r.prev_size)).collect();
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut slot = Some(slot);
@@ -288,7 +293,7 @@ impl Partition<'_, '_> {
                 })
                 .collect()
         });
-        Ok(Pending::Job(handle, keys))
+        Ok(Pending::Job(handle))
     }
 
     async fn drain_one(&mut self) -> Result<()> {
@@ -310,17 +315,16 @@ impl Partition<'_, '_> {
                 progress.done_objects.fetch_add(1, Ordering::Relaxed);
                 (key, None)
             }
-            Pending::Job(handle, keys) => {
+            Pending::Job(handle) => {
                 let outcomes = handle
                     .await
                     .map_err(|e| Error::new(ErrorKind::Io, format!("worker failed: {e}")))?;
-                for (outcome, (key, prev_size)) in outcomes.into_iter().zip(keys).rev() {
-                    self.queue
-                        .push_front(Pending::Done(outcome, key, prev_size));
+                for done in outcomes.into_iter().rev() {
+                    self.queue.push_front(Pending::Done(done));
                 }
                 return Ok(());
             }
-            Pending::Done(outcome, key, prev_size) => {
+            Pending::Done((outcome, key, prev_size)) => {
                 progress.done_objects.fetch_add(1, Ordering::Relaxed);
                 let entry = match outcome {
                     Ok(Outcome::Stored(meta)) => {
@@ -557,6 +561,16 @@ impl<'a, 'r> Candidates<'a, 'r> {
         }
     }
 
+    /// Starts fetching the next listing page, if there is one.
+    fn fetch_next_page(&mut self) {
+        if let Some(after) = self.next_page.take() {
+            let (source, range) = (self.ctx.source.clone(), self.range.clone());
+            self.prefetch = Some(tokio::spawn(async move {
+                source.list_page(&range, Some(after.as_str())).await
+            }));
+        }
+    }
+
     async fn next(&mut self, state: &mut PartitionState) -> Result<Option<Candidate>> {
         if let Some(changes) = &mut self.changes {
             let Some((key, event)) = changes.next() else {
@@ -572,18 +586,15 @@ impl<'a, 'r> Candidates<'a, 'r> {
             return Ok(Some(Candidate::Changed(key, event, previous)));
         }
         while self.listed.is_empty() {
-            let page = match (self.prefetch.take(), self.next_page.take()) {
-                (Some(fetch), _) => fetch
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::Io, format!("listing failed: {e}")))??,
-                (None, Some(after)) => {
-                    self.ctx
-                        .source
-                        .list_page(&self.range, Some(after.as_str()))
-                        .await?
-                }
-                (None, None) => break,
+            if self.prefetch.is_none() {
+                self.fetch_next_page();
+            }
+            let Some(fetch) = self.prefetch.take() else {
+                break;
             };
+            let page = fetch
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("listing failed: {e}")))??;
             let p = &self.ctx.progress;
             p.listed_objects
                 .fetch_add(page.objects.len() as u64, Ordering::Relaxed);
@@ -595,12 +606,7 @@ impl<'a, 'r> Candidates<'a, 'r> {
             if let Some(end) = self.next_page.clone() {
                 self.maybe_split(state, &end);
             }
-            if let Some(after) = self.next_page.take() {
-                let (source, range) = (self.ctx.source.clone(), self.range.clone());
-                self.prefetch = Some(tokio::spawn(async move {
-                    source.list_page(&range, Some(after.as_str())).await
-                }));
-            }
+            self.fetch_next_page();
         }
         let listed = self.listed.front().map(|o| o.key.as_bytes());
         let recorded = self.prev_head.as_ref().map(|e| e.key.as_bytes());

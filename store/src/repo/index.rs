@@ -230,8 +230,18 @@ impl Repository {
     /// Records a segment this process wrote, without re-reading it.
     pub(crate) fn add_segment_to_cache(&self, id: ObjectId, segment: &Segment) -> Result<()> {
         let cache = self.index();
-        let merged =
-            self.merge_into_cache(&cache, &[id], &segment.supersedes, segment.entries.clone())?;
+        let merged = if segment.entries.is_sorted_by_key(|e| e.blob) {
+            // As written (segments are stored sorted): no copy to sort.
+            let layer = cache.add_layer(
+                &self.cache_path,
+                &[id],
+                &segment.supersedes,
+                &segment.entries,
+            );
+            Arc::new(layer?)
+        } else {
+            self.merge_into_cache(&cache, &[id], &segment.supersedes, segment.entries.clone())?
+        };
         *self.index.write().expect("index lock") = merged;
         Ok(())
     }
