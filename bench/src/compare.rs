@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use crate::dataset::{files, mutate, Dataset, Preset};
+use crate::svg::Svg;
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
@@ -415,34 +416,28 @@ fn plot(rows: &[Row], objects: usize, bytes: u64, title: &str) -> String {
         ),
     ];
     let (pw, ph, top) = (220.0, 180.0, 30.0);
-    let w = pw * panels.len() as f64;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"8\" y=\"16\">{title}</text>\n",
-        ph + top + 30.0
-    );
+    let mut svg = Svg::new(pw * panels.len() as f64, ph + top + 30.0);
+    svg.text(8.0, 16.0, title);
     let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
     for (p, (name, values)) in panels.iter().enumerate() {
         let x0 = p as f64 * pw + 10.0;
         let max = values.iter().copied().fold(0.0f64, f64::max).max(1e-9);
-        let _ = writeln!(svg, "<text x=\"{x0}\" y=\"{}\">{name}</text>", top + 8.0);
+        svg.text(x0, top + 8.0, name);
         let bw = (pw - 30.0) / values.len().max(1) as f64;
         for (i, v) in values.iter().enumerate() {
             let h = (ph - 40.0) * v / max;
             let x = x0 + i as f64 * bw;
             let y = top + ph - h;
-            let _ = writeln!(
-                svg,
-                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"/><text x=\"{x:.1}\" y=\"{:.1}\">{v:.0}</text><text x=\"{x:.1}\" y=\"{:.1}\">{}</text>",
+            svg.element(&format!(
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"/>",
                 bw - 6.0,
                 colours[i % colours.len()],
-                y - 3.0,
-                top + ph + 14.0,
-                rows[i].tool
-            );
+            ));
+            svg.text(x, y - 3.0, &format!("{v:.0}"));
+            svg.text(x, top + ph + 14.0, &rows[i].tool);
         }
     }
-    svg.push_str("</svg>\n");
-    svg
+    svg.finish()
 }
 
 /// Replaces the text between `<!-- compare:ID -->` and

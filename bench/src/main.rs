@@ -13,6 +13,7 @@
 mod compare;
 mod dataset;
 mod scale;
+mod svg;
 mod synth;
 mod throttle;
 

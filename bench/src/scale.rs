@@ -10,6 +10,8 @@
 use std::sync::Arc;
 
 use anyhow::Result;
+
+use crate::svg::Svg;
 use strata_store::ingest::{ingest, IngestOptions, IngestProgress};
 use strata_store::repo::{InitOptions, OpenOptions, Repository};
 use strata_store::source::{KeyRange, ListPage, Source, SourceObject};
@@ -82,13 +84,8 @@ fn sizes(a: &ScaleArgs, plot_path: &std::path::Path) -> Result<()> {
 
 /// Two panels over log10(objects): objects/s and peak RSS MiB.
 fn plot(points: &[Point]) -> String {
-    use std::fmt::Write as _;
     let (pw, ph, left, top) = (320.0, 200.0, 50.0, 30.0);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-        2.0 * (pw + left) + 20.0,
-        ph + top + 40.0
-    );
+    let mut svg = Svg::new(2.0 * (pw + left) + 20.0, ph + top + 40.0);
     let xs: Vec<f64> = points.iter().map(|p| p.objects.max(1.0).log10()).collect();
     let (x0, x1) = (
         xs.iter().copied().fold(f64::INFINITY, f64::min).floor(),
@@ -107,64 +104,30 @@ fn plot(points: &[Point]) -> String {
         let max = ys.iter().copied().fold(0.0, f64::max).max(1e-9) * 1.15;
         let x = |v: f64| ox + pw * (v - x0) / (x1 - x0).max(1e-9);
         let y = |v: f64| top + ph - ph * v / max;
-        let _ = writeln!(
-            svg,
-            "<text x=\"{ox}\" y=\"16\">{name} against objects in the pass</text>"
-        );
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{ox}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{ox}\" y1=\"{top}\" x2=\"{ox}\" y2=\"{}\" stroke=\"black\"/>",
-            top + ph,
-            ox + pw,
-            top + ph,
-            top + ph
-        );
+        svg.text(ox, 16.0, &format!("{name} against objects in the pass"));
+        svg.axes(ox, top + ph, ox + pw, top);
         let mut e = x0;
         while e <= x1 + 1e-9 {
-            let _ = writeln!(
-                svg,
-                "<text x=\"{:.0}\" y=\"{:.0}\">10^{e}</text>",
-                x(e) - 10.0,
-                top + ph + 14.0
-            );
+            svg.text(x(e) - 10.0, top + ph + 14.0, &format!("10^{e}"));
             e += 1.0;
         }
-        let _ = writeln!(
-            svg,
-            "<text x=\"{:.0}\" y=\"{:.0}\">{:.0}</text>",
-            ox - 45.0,
-            top + 4.0,
-            max
-        );
-        let _ = writeln!(
-            svg,
-            "<text x=\"{:.0}\" y=\"{:.0}\">0</text>",
-            ox - 12.0,
-            top + ph
-        );
-        let path: Vec<String> = xs
-            .iter()
-            .zip(ys)
-            .map(|(&a, &b)| format!("{:.1},{:.1}", x(a), y(b)))
-            .collect();
-        let _ = writeln!(
-            svg,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>",
-            path.join(" ")
+        svg.text(ox - 45.0, top + 4.0, &format!("{max:.0}"));
+        svg.text(ox - 12.0, top + ph, "0");
+        svg.polyline(
+            xs.iter().zip(ys).map(|(&a, &b)| (x(a), y(b))),
+            "#1f77b4",
+            2.0,
         );
         for (&a, &b) in xs.iter().zip(ys) {
-            let _ = writeln!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f77b4\"/><text x=\"{:.1}\" y=\"{:.1}\">{b:.0}</text>",
+            svg.element(&format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f77b4\"/>",
                 x(a),
-                y(b),
-                x(a) + 4.0,
-                y(b) - 6.0
-            );
+                y(b)
+            ));
+            svg.text(x(a) + 4.0, y(b) - 6.0, &format!("{b:.0}"));
         }
     }
-    svg.push_str("</svg>\n");
-    svg
+    svg.finish()
 }
 
 const TENANTS: u32 = 997;

@@ -12,11 +12,12 @@
 //! backup's requests/s per prefix over time.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+use crate::svg::Svg;
 use strata_store::ingest::scheduler::SchedulerOptions;
 use strata_store::ingest::{ingest, IngestOptions, IngestProgress};
 use strata_store::repo::{InitOptions, OpenOptions, Repository};
@@ -260,53 +261,39 @@ fn plot(run: &Run, limit: f64, title: &str) -> String {
     let colors = [
         "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     ];
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"12\">{title}</text>\n"
-    );
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/><line x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{0}\" stroke=\"black\"/>",
-        h - bottom,
-        w - 10.0
-    );
+    let mut svg = Svg::new(w, h);
+    svg.text(left, 12.0, title);
+    svg.axes(left, h - bottom, w - 10.0, 10.0);
     for frac in [0.0, 0.25, 0.5, 0.75, 1.0] {
         let v = ymax * frac;
-        let _ = writeln!(svg, "<text x=\"4\" y=\"{:.0}\">{v:.0}</text>", y(v) + 4.0);
+        svg.text(4.0, y(v) + 4.0, &format!("{v:.0}"));
     }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{:.0}\" y=\"{:.0}\">seconds (0-{secs})</text><text x=\"4\" y=\"24\">req/s</text>",
-        w / 2.0,
-        h - 8.0
-    );
+    svg.text(w / 2.0, h - 8.0, &format!("seconds (0-{secs})"));
+    svg.text(4.0, 24.0, "req/s");
     for (limit_y, label) in [(limit, "limit"), (limit * 0.4, "spare on p0-p3")] {
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/><text x=\"{2:.0}\" y=\"{3:.0}\" fill=\"#666\">{label}</text>",
+        svg.element(&format!(
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>",
             y(limit_y),
             w - 10.0,
-            w - 110.0,
-            y(limit_y) - 3.0
-        );
+        ));
+        svg.text_in(w - 110.0, y(limit_y) - 3.0, label, "#666");
     }
     for (i, (name, points)) in lines.iter().enumerate() {
-        let color = colors[i % colors.len()];
-        let path: Vec<String> = points
-            .iter()
-            .enumerate()
-            .map(|(j, v)| format!("{:.1},{:.1}", x(j), y(*v)))
-            .collect();
-        let _ = writeln!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/><text x=\"{:.0}\" y=\"{}\" fill=\"{color}\">{name}{}</text>",
-            path.join(" "),
+        let colour = colors[i % colors.len()];
+        svg.polyline(
+            points.iter().enumerate().map(|(j, v)| (x(j), y(*v))),
+            colour,
+            1.5,
+        );
+        let app = if i < APP_PREFIXES { " (app)" } else { "" };
+        svg.text_in(
             w - 60.0,
-            30 + 14 * i,
-            if i < APP_PREFIXES { " (app)" } else { "" }
+            (30 + 14 * i) as f64,
+            &format!("{name}{app}"),
+            colour,
         );
     }
-    svg.push_str("</svg>\n");
-    svg
+    svg.finish()
 }
 
 pub async fn throttle(a: ThrottleArgs) -> Result<()> {

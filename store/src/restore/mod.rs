@@ -1,9 +1,9 @@
 //! Restoring a point: to a directory, or one object to a writer (`cat`).
 //!
-//! Files are written unnamed (or under a temp name) beside their target
-//! and then linked into place ([`file`]), so a crash never leaves a
-//! partial file under a real name, and an existing file is never replaced
-//! unless `overwrite` is set.
+//! Files are written to a temp name beside their target and then linked
+//! into place ([`file`]), so a crash never leaves a partial file under a
+//! real name, and an existing file is never replaced unless `overwrite`
+//! is set.
 //! Directories are created one component at a time and must be real
 //! directories (never followed symlinks), so nothing is written outside
 //! the target root whatever the keys contain.
