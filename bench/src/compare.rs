@@ -236,6 +236,24 @@ fn tree_size(dir: &Path) -> Result<(u64, usize)> {
     Ok((bytes, all.len()))
 }
 
+/// Waits until a minute has passed since `deleted_at`, with the deletions
+/// written out. ext4 skips inodes freed within the last minute (five when
+/// their table is not yet written) when it allocates new ones, so a
+/// restore creating thousands of files soon after thousands were deleted
+/// ran up to 3x slower (small preset: 2.7 s against 0.6–0.9 s), and only
+/// for the tools that came first.
+fn settle_deletions(deleted_at: std::time::Instant) {
+    let _ = Command::new("sync").status();
+    let wait = std::time::Duration::from_secs(65).saturating_sub(deleted_at.elapsed());
+    if !wait.is_zero() {
+        eprintln!(
+            "waiting {} s for the deleted files to settle …",
+            wait.as_secs()
+        );
+        std::thread::sleep(wait);
+    }
+}
+
 /// Writes out `dir`'s files and drops their pages from the page cache.
 fn evict_from_page_cache(dir: &Path) -> Result<()> {
     let _ = Command::new("sync").status();
@@ -485,6 +503,9 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
     std::fs::create_dir_all(&a.work)?;
     let work = a.work.canonicalize()?;
     let data = dataset(a.preset, &work)?;
+    // The last bulk deletion of files: the dataset's (and the previous
+    // run's restores, removed when it ended) are behind us now.
+    let deleted_at = std::time::Instant::now();
     let (bytes, objects) = tree_size(&data)?;
     let mut tools = Vec::new();
     let mut notes = Vec::new();
@@ -527,6 +548,7 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
     }
     let m = mutate(&data, 1)?;
     let changed = m.overwritten + m.added + m.deleted;
+    settle_deletions(deleted_at);
     for (t, row) in tools.iter().zip(rows.iter_mut()) {
         eprintln!("{}: incremental, restore, verify …", t.name);
         finish_tool(t, row, &data, &work)?;
