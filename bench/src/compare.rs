@@ -259,7 +259,7 @@ fn evict_from_page_cache(dir: &Path) -> Result<()> {
     let _ = Command::new("sync").status();
     for f in files(dir)? {
         let file = std::fs::File::open(dir.join(&f))?;
-        strata_store::backend::local::drop_cached(&file)
+        strata_store::direct_io::drop_cached(&file)
             .with_context(|| format!("evicting {}", f.display()))?;
     }
     Ok(())

@@ -51,6 +51,7 @@ pub mod chunk;
 pub mod compress;
 pub mod continuous;
 pub mod crypto;
+pub mod direct_io;
 pub mod error;
 pub mod format;
 pub mod id;

@@ -4,7 +4,8 @@
 //! fsynced, then hard-linked to their final name — `link(2)` fails if the
 //! name exists, so nothing is ever overwritten, even by a concurrent
 //! writer — and the parent directory is fsynced so the name is durable.
-//! File I/O runs on tokio's blocking pool.
+//! Packs and large ranges go by direct I/O where they can
+//! ([`crate::direct_io`]). File I/O runs on tokio's blocking pool.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{Backend, ByteRange, GetResult, Listed};
+use crate::direct_io;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A vault rooted at a directory.
@@ -52,10 +54,17 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
         hex::encode(crate::crypto::random_bytes::<8>())
     ));
     let result = (|| {
-        let f = write_new(&tmp, bytes)?;
+        let mut f = std::fs::File::create_new(&tmp)?;
+        let large = bytes.len() >= LARGE;
+        let direct = if large {
+            direct_io::write_all_direct(&f, bytes, 0)?
+        } else {
+            f.write_all(bytes)?;
+            false
+        };
         f.sync_all()?;
-        if bytes.len() >= LARGE {
-            if let Err(e) = drop_cached(&f) {
+        if large && !direct {
+            if let Err(e) = direct_io::drop_cached(&f) {
                 tracing::debug!(error = %e, "posix_fadvise(DONTNEED) refused");
             }
         }
@@ -76,145 +85,12 @@ fn put_blocking(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Creates `path` holding `bytes`, not yet synced. A large object whose
-/// bytes start on a page boundary (a pack, see [`crate::pack::PackBuilder`])
-/// is written with direct I/O, from its buffer straight to the disk: no
-/// copy into the page cache, where a pass that never reads it back would
-/// only have to drop it again. Its last partial page, and everything on a
-/// filesystem without direct I/O, is written the usual way.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
-    let page = crate::pack::PAGE;
-    let direct_len = bytes.len() & !(page - 1);
-    if bytes.len() >= LARGE && bytes.as_ptr().align_offset(page) == 0 {
-        if let Some(direct) = open_direct(path, true)? {
-            let (head, tail) = bytes.split_at(direct_len);
-            let written = (&direct).write_all(head);
-            drop(direct);
-            match written {
-                Ok(()) => {
-                    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
-                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(direct_len as u64))?;
-                    f.write_all(tail)?;
-                    return Ok(f);
-                }
-                // Refused (an alignment this filesystem does not take):
-                // start over the usual way.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::debug!(error = %e, "direct write refused");
-                    std::fs::remove_file(path)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    let mut f = std::fs::File::create_new(path)?;
-    f.write_all(bytes)?;
-    Ok(f)
-}
-
-/// Reads `range` of `path` (a whole pack, a run of blobs) with direct
-/// I/O: the whole pages around it go from the disk into a page-aligned
-/// buffer, not through the page cache (a restore or verify reads a pack
-/// once; copying it through the cache only to drop it again was most of
-/// their kernel time). `None` where the filesystem has no direct I/O.
-fn read_direct(path: &Path, range: std::ops::Range<u64>) -> std::io::Result<Option<Bytes>> {
-    let page = crate::pack::PAGE as u64;
-    let from = range.start & !(page - 1);
-    let len =
-        usize::try_from(range.end.div_ceil(page) * page - from).map_err(std::io::Error::other)?;
-    let Some(f) = open_direct(path, false)? else {
-        return Ok(None);
-    };
-    // Zeroed by the allocator for free (a fresh mapping), filled by the
-    // disk: the zeroes are never written by us.
-    let mut buf = vec![0u8; len + crate::pack::PAGE];
-    crate::allocator::advise_huge_pages(&mut buf);
-    let start = buf.as_ptr().align_offset(crate::pack::PAGE);
-    let mut got = 0;
-    while let Some(rest) = buf
-        .get_mut(start + got..start + len)
-        .filter(|r| !r.is_empty())
-    {
-        let n = match std::os::unix::fs::FileExt::read_at(&f, rest, from + got as u64) {
-            Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        got += n;
-        // A short read is the end of the file (its last partial page).
-        if n == 0 || n % crate::pack::PAGE != 0 {
-            break;
-        }
-    }
-    let skip = (range.start - from) as usize;
-    let want = (range.end - range.start) as usize;
-    if got < skip + want {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("{} ends before byte {}", path.display(), range.end),
-        ));
-    }
-    Ok(Some(
-        Bytes::from(buf).slice(start + skip..start + skip + want),
-    ))
-}
-
-/// Opens `path` for direct I/O — a new file to write (`create`), or an
-/// existing one to read; `None` where the filesystem has none.
-#[cfg(target_os = "linux")]
-fn open_direct(path: &Path, create: bool) -> std::io::Result<Option<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .read(!create)
-        .write(create)
-        .create_new(create)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            if create {
-                let _ = std::fs::remove_file(path);
-            }
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// No direct I/O off Linux: always the usual way.
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_: &Path, _: bool) -> std::io::Result<Option<std::fs::File>> {
-    Ok(None)
-}
-
 /// Objects and ranges of at least this size (packs, runs of blobs) go
-/// by direct I/O where they can, else leave the page cache once written;
+/// by direct I/O where they can (a pack built page-aligned, see
+/// [`crate::pack::PackBuilder`]), else leave the page cache once written;
 /// smaller ones (points, run pages, pack headers) use and stay in the
 /// cache, as the next pass reads the last point's runs.
 const LARGE: usize = 1 << 20;
-
-/// Tells the kernel the file's pages, written and synced, are not needed
-/// in memory: a pack is not read back by the pass that wrote it, and its
-/// pages, freed at once, serve the next write instead of pushing the
-/// source's data out of the page cache. (The bench harness uses it to
-/// read a vault cold.)
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-pub fn drop_cached(f: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: posix_fadvise only reads the descriptor, which `f` keeps open.
-    match unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } {
-        0 => Ok(()),
-        rc => Err(std::io::Error::from_raw_os_error(rc)),
-    }
-}
-
-/// Drops a file's pages from the page cache (not Linux: nothing to do).
-#[cfg(not(target_os = "linux"))]
-pub fn drop_cached(_: &std::fs::File) -> std::io::Result<()> {
-    Ok(())
-}
 
 fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<Listed>> {
     // Start from the deepest directory the prefix names.
@@ -288,7 +164,7 @@ impl Backend for LocalBackend {
                 ByteRange::Suffix(n) => (total_len.saturating_sub(*n), total_len),
             };
             if e - s >= LARGE as u64 {
-                if let Some(bytes) = read_direct(&path, s..e)? {
+                if let Some(bytes) = direct_io::read_direct(&f, s..e)? {
                     return Ok(GetResult { bytes, total_len });
                 }
             }
@@ -358,9 +234,9 @@ mod tests {
             pack.add(keys.blob_id(&blob), &blob, 0).unwrap();
         }
         let pack = pack.finish();
-        assert_eq!(pack.bytes.as_ptr().align_offset(crate::pack::PAGE), 0);
+        assert_eq!(pack.bytes.as_ptr().align_offset(crate::direct_io::PAGE), 0);
         assert_ne!(
-            pack.bytes.len() % crate::pack::PAGE,
+            pack.bytes.len() % crate::direct_io::PAGE,
             0,
             "a partial last page"
         );

@@ -100,7 +100,7 @@ impl PackEntry {
 /// A pack of [`ALIGN_FROM`] bytes or more starts on a page boundary of its
 /// buffer (`buf[start..]`), so a local vault can write it with direct I/O
 /// from where it lies instead of copying it into the page cache, and its
-/// buffer asks for huge pages ([`crate::allocator::advise_huge_pages`]).
+/// buffer asks for huge pages ([`crate::direct_io::page_aligned`]).
 pub struct PackBuilder {
     cipher: ObjectCipher,
     header: [u8; HEADER_LEN],
@@ -112,8 +112,6 @@ pub struct PackBuilder {
 
 /// Buffers of at least this capacity put the pack on a page boundary.
 pub const ALIGN_FROM: usize = 1 << 20;
-/// The boundary: a page, which is what direct I/O asks of a buffer.
-pub const PAGE: usize = 4096;
 
 /// A finished pack, ready to upload under `packs/<id>`.
 #[derive(Debug)]
@@ -137,14 +135,11 @@ impl PackBuilder {
         }
         .encode();
         let (mut buf, start) = if capacity >= ALIGN_FROM {
-            let mut buf = Vec::<u8>::with_capacity(capacity + PAGE);
-            crate::allocator::advise_huge_pages(&mut buf);
-            let start = buf.as_ptr().align_offset(PAGE).min(PAGE);
-            (buf, start)
+            crate::direct_io::page_aligned(capacity)
         } else {
             (Vec::with_capacity(capacity), 0)
         };
-        buf.resize(start, 0);
+        buf.truncate(start);
         buf.extend_from_slice(&header);
         PackBuilder {
             cipher: keys.object_cipher(&salt),
@@ -494,7 +489,7 @@ mod tests {
             b.finish()
         };
         let (small, large) = (build(64), build(ALIGN_FROM));
-        assert_eq!(large.bytes.as_ptr().align_offset(PAGE), 0);
+        assert_eq!(large.bytes.as_ptr().align_offset(crate::direct_io::PAGE), 0);
         assert_eq!(
             (small.id, &small.bytes, &small.entries),
             (large.id, &large.bytes, &large.entries)

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use futures::stream::{self, StreamExt};
 
+use crate::direct_io::DirectWriter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::point::Point;
 use crate::manifest::{Entry, ObjectMeta};
@@ -115,8 +116,10 @@ pub async fn restore_to_dir(
         .map_err(|e| Error::from(e).context(format!("restore target {}", target.display())))?;
     let known = KnownDirs::default();
     let known = &known;
+    let buffers = WriteBuffers::default();
+    let buffers = &buffers;
     restore_each(repo, point, opts, progress, |e, is_prefix| async move {
-        restore_entry(repo, target, &e, is_prefix, opts.overwrite, known).await
+        restore_entry(repo, target, &e, is_prefix, opts.overwrite, known, buffers).await
     })
     .await
 }
@@ -241,6 +244,7 @@ async fn restore_entry(
     is_prefix: bool,
     overwrite: bool,
     known: &KnownDirs,
+    buffers: &WriteBuffers,
 ) -> Result<u64> {
     let meta = e
         .object
@@ -269,7 +273,12 @@ async fn restore_entry(
         ));
     }
     let mut new = NewFile::create(&dir)?;
-    let n = {
+    let n = if meta.size >= DIRECT_FROM {
+        let mut w = DirectWriter::new(new.file(), buffers.take());
+        let n = read_object(repo, meta, &mut w).await?;
+        buffers.give(w.finish()?.1);
+        n
+    } else {
         // A small file's buffer is its size: a megabyte for each of many
         // small files was a mapping made and torn down per file.
         let capacity = usize::try_from(meta.size).map_or(WRITE_BUFFER, |n| n.min(WRITE_BUFFER));
@@ -297,6 +306,34 @@ async fn restore_entry(
 
 /// Write buffer of a restored file at most.
 const WRITE_BUFFER: usize = 1 << 20;
+
+/// Files of at least this size are written with direct I/O
+/// ([`DirectWriter`]): from the restore's buffer to the disk, not copied
+/// into the page cache first. Smaller ones go through the cache, where
+/// many of them cost less than a wait on the disk each.
+const DIRECT_FROM: u64 = 256 << 10;
+
+/// The buffers of the files being written direct, kept for the next ones:
+/// a fresh megabyte per file was 256 page faults, each zeroing a page, and
+/// as many pages to unmap after. At most one per file in flight is kept.
+#[derive(Default)]
+struct WriteBuffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl WriteBuffers {
+    fn take(&self) -> Vec<u8> {
+        self.lock().pop().unwrap_or_else(DirectWriter::buffer)
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        self.lock().push(buf);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// Directories a restore has checked or created, so that a file whose
 /// parent was checked for the file before it (keys come sorted, so most
