@@ -19,7 +19,7 @@ const RUNS_AHEAD: usize = 2;
 /// A run's blobs, opened: the read buffer and where each blob is, in it
 /// (stored raw, decrypted where it lay) or beside it (decompressed).
 struct OpenedRun {
-    buf: Vec<u8>,
+    buf: bytes::BytesMut,
     blobs: Vec<Opened>,
 }
 
@@ -29,16 +29,11 @@ enum Opened {
 }
 
 impl OpenedRun {
-    /// The blob of a run of one, in the read buffer when it was stored raw
-    /// (no copy).
+    /// The blob of a run of one.
     fn into_only_blob(self) -> Vec<u8> {
-        let OpenedRun { mut buf, blobs } = self;
+        let OpenedRun { buf, blobs } = self;
         match blobs.into_iter().next() {
-            Some(Opened::InBuffer(r)) => {
-                buf.truncate(r.end);
-                buf.drain(..r.start);
-                buf
-            }
+            Some(Opened::InBuffer(r)) => buf.get(r).unwrap_or_default().to_vec(),
             Some(Opened::Decompressed(plain)) => plain,
             None => Vec::new(),
         }
@@ -98,7 +93,7 @@ impl Repository {
     async fn read_run(&self, run: &[IndexEntry]) -> Result<OpenedRun> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Ok(OpenedRun {
-                buf: Vec::new(),
+                buf: bytes::BytesMut::new(),
                 blobs: Vec::new(),
             });
         };
@@ -115,7 +110,11 @@ impl Repository {
             .map_err(|e| e.context(name.clone()))?;
         let keys = self.keys.clone();
         let entries: Vec<_> = run.iter().map(IndexEntry::pack_entry).collect();
-        let mut buf = Vec::from(got.bytes);
+        // Opened where it lies: the buffer the backend read into, made
+        // mutable without a copy when nothing else holds it (`Vec::from`
+        // moved a range read at an offset, as a direct read is, to the
+        // front of its buffer: a copy of every byte restored).
+        let mut buf = bytes::BytesMut::from(got.bytes);
         tokio::task::spawn_blocking(move || {
             let mut blobs = Vec::with_capacity(entries.len());
             let got = buf.len();
