@@ -38,6 +38,31 @@ pub fn page_aligned(len: usize) -> (Vec<u8>, usize) {
     (buf, start)
 }
 
+/// `buf` emptied for reuse as [`page_aligned`]`(len)` would give it, with
+/// its page-aligned start, when it has room for `len` bytes after that
+/// start; a fresh one otherwise. Reused pages are already resident: no
+/// fault, no zeroing, no host fault on a VM that handed them back.
+pub fn reuse_aligned(mut buf: Vec<u8>, len: usize) -> (Vec<u8>, usize) {
+    let start = buf.as_ptr().align_offset(PAGE);
+    if start <= PAGE && buf.capacity().saturating_sub(start) >= len {
+        buf.clear();
+        buf.resize(start, 0);
+        return (buf, start);
+    }
+    let (mut buf, start) = page_aligned(len);
+    buf.truncate(start);
+    (buf, start)
+}
+
+/// The allocation under `bytes` back as an empty vector, for
+/// [`reuse_aligned`], when nothing else holds it.
+pub fn reclaim(bytes: Bytes) -> Option<Vec<u8>> {
+    let mut m = bytes.try_into_mut().ok()?;
+    m.clear();
+    // An empty `BytesMut` becomes its whole allocation without a copy.
+    Some(Vec::from(m))
+}
+
 /// True when `bytes` can go to or from the disk directly: it starts on a
 /// page boundary (its length may end anywhere: the tail goes the usual way).
 pub fn is_page_aligned(bytes: &[u8]) -> bool {
@@ -188,23 +213,23 @@ impl<'f> DirectWriter<'f> {
 
     /// A fresh buffer for a writer.
     pub fn buffer() -> Vec<u8> {
-        page_aligned(Self::BUFFER).0
+        let (mut buf, start) = page_aligned(Self::BUFFER);
+        buf.truncate(start);
+        buf
     }
 
     /// A writer for `file` (empty) through `buf`: one from
     /// [`DirectWriter::buffer`] or a previous writer's
     /// [`DirectWriter::finish`] (what it holds does not matter; one too
     /// small for a page is replaced).
-    pub fn new(file: &'f File, mut buf: Vec<u8>) -> Self {
-        buf.clear();
-        let mut start = buf.as_ptr().align_offset(PAGE);
-        if buf.capacity().saturating_sub(start) < PAGE {
-            buf = Self::buffer();
-            buf.clear();
-            start = buf.as_ptr().align_offset(PAGE);
-        }
+    pub fn new(file: &'f File, buf: Vec<u8>) -> Self {
+        let room = buf.capacity().saturating_sub(PAGE);
+        let (buf, start) = if room >= PAGE {
+            reuse_aligned(buf, room)
+        } else {
+            reuse_aligned(Vec::new(), Self::BUFFER)
+        };
         let cap = (buf.capacity() - start) & !(PAGE - 1);
-        buf.resize(start, 0);
         DirectWriter {
             file,
             buf,

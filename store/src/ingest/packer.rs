@@ -102,6 +102,8 @@ pub(super) struct Packer {
     pub(super) segment_due: Arc<tokio::sync::Notify>,
     segments: Mutex<Vec<ObjectId>>,
     pool: Mutex<Vec<PackBuilder>>,
+    /// Buffers of stored packs, for the next packs.
+    spares: Spares,
     /// Read windows of idle workers (as many as cores at most).
     windows: Mutex<Vec<ChunkWindow>>,
     /// The number of cores (asked once: it reads cgroup files).
@@ -118,9 +120,11 @@ impl Packer {
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
         let segment_due = Arc::new(tokio::sync::Notify::new());
+        let spares = Spares::default();
         let uploader = tokio::spawn(upload_loop(
             repo.backend().clone(),
             rx,
+            spares.clone(),
             progress,
             segment_due.clone(),
             limits.segment_entries.max(1),
@@ -139,6 +143,7 @@ impl Packer {
             segment_due,
             segments: Mutex::new(Vec::new()),
             pool: Mutex::new(Vec::new()),
+            spares,
             windows: Mutex::new(Vec::new()),
             max_idle_windows: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tx,
@@ -198,7 +203,8 @@ impl Packer {
         }
         let builder = self.pool.lock().expect("pool lock").pop();
         let mut builder = builder.unwrap_or_else(|| {
-            PackBuilder::new(&self.keys, random_bytes(), self.target + (1 << 20))
+            let capacity = self.target + (1 << 20);
+            PackBuilder::in_buffer(&self.keys, random_bytes(), capacity, self.spares.take())
         });
         builder.add(id, data, self.zstd_level)?;
         if builder.len_bytes() >= self.target || builder.blob_count() >= self.max_blobs {
@@ -302,6 +308,36 @@ impl Packer {
     }
 }
 
+/// Buffers of stored packs, kept for the next packs: a fresh 17 MiB
+/// buffer is 4,352 page faults (or 9 huge ones), each zeroing its page —
+/// a tenth of a large backup's samples, more on a VM whose idle memory went
+/// back to the host (`docs/benchmarks.md`). At most [`Spares::KEEP`] wait;
+/// a buffer still held elsewhere (an S3 client keeping its body) is not
+/// taken back.
+#[derive(Clone, Default)]
+struct Spares(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Spares {
+    const KEEP: usize = 2;
+
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .expect("spares lock")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, bytes: bytes::Bytes) {
+        if let Some(buf) = crate::direct_io::reclaim(bytes) {
+            let mut spares = self.0.lock().expect("spares lock");
+            if spares.len() < Self::KEEP {
+                spares.push(buf);
+            }
+        }
+    }
+}
+
 fn stopped() -> Error {
     Error::new(
         ErrorKind::Io,
@@ -312,6 +348,7 @@ fn stopped() -> Error {
 async fn upload_loop(
     backend: DynBackend,
     mut rx: mpsc::Receiver<Upload>,
+    spares: Spares,
     progress: Arc<IngestProgress>,
     segment_due: Arc<tokio::sync::Notify>,
     segment_entries: usize,
@@ -357,12 +394,14 @@ async fn upload_loop(
             segment_due.notify_one();
         }
         let b = backend.clone();
+        let spares = spares.clone();
         set.spawn(async move {
             let name = pack_name(&pack.id);
-            b.put(&name, pack.bytes)
+            b.put(&name, pack.bytes.clone())
                 .await
                 .map_err(|e| e.context(name))?;
             tracing::debug!(pack = %pack.id, bytes = len, "pack uploaded");
+            spares.give(pack.bytes);
             Ok((0, len))
         });
         while set.len() >= UPLOAD_CONCURRENCY {

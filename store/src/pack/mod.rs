@@ -128,6 +128,13 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// Starts a pack whose subkey derives from `salt` (random in normal use).
     pub fn new(keys: &Keys, salt: [u8; 32], capacity: usize) -> Self {
+        Self::in_buffer(keys, salt, capacity, Vec::new())
+    }
+
+    /// [`PackBuilder::new`] in `buf`, a finished pack's buffer back from
+    /// its upload ([`crate::direct_io::reclaim`]) when it is large enough:
+    /// its pages are resident already.
+    pub fn in_buffer(keys: &Keys, salt: [u8; 32], capacity: usize, buf: Vec<u8>) -> Self {
         let header = Header {
             kind: ObjectKind::Pack,
             flags: 0,
@@ -135,11 +142,10 @@ impl PackBuilder {
         }
         .encode();
         let (mut buf, start) = if capacity >= ALIGN_FROM {
-            crate::direct_io::page_aligned(capacity)
+            crate::direct_io::reuse_aligned(buf, capacity)
         } else {
             (Vec::with_capacity(capacity), 0)
         };
-        buf.truncate(start);
         buf.extend_from_slice(&header);
         PackBuilder {
             cipher: keys.object_cipher(&salt),
@@ -493,6 +499,22 @@ mod tests {
         assert_eq!(
             (small.id, &small.bytes, &small.entries),
             (large.id, &large.bytes, &large.entries)
+        );
+        // A stored pack's buffer, reclaimed (and so holding its old
+        // bytes), builds the same pack again, in place and aligned.
+        let held = large.bytes.clone();
+        assert!(crate::direct_io::reclaim(held).is_none(), "still shared");
+        let at = large.bytes.as_ptr();
+        let spare = crate::direct_io::reclaim(large.bytes).expect("unique");
+        let mut b = PackBuilder::in_buffer(&keys, [1; 32], ALIGN_FROM, spare);
+        for blob in [&b"hello"[..], &[7; 5000][..]] {
+            b.add(keys.blob_id(blob), blob, 3).unwrap();
+        }
+        let again = b.finish();
+        assert_eq!(again.bytes.as_ptr(), at, "the same pages");
+        assert_eq!(
+            (small.id, &small.bytes, &small.entries),
+            (again.id, &again.bytes, &again.entries)
         );
     }
 
