@@ -196,8 +196,9 @@ fn read_pages(f: &File, from: u64, len: usize) -> std::io::Result<Option<(Vec<u8
 /// page goes the usual way at [`DirectWriter::finish`]. Where the
 /// filesystem refuses direct I/O it writes the usual way. The buffer is
 /// handed back at the end, for the next file.
-pub struct DirectWriter<'f> {
-    file: &'f File,
+pub struct DirectWriter {
+    /// The file (a descriptor of its own: direct mode is switched on it).
+    file: File,
     buf: Vec<u8>,
     /// Where the aligned part of `buf` starts.
     start: usize,
@@ -207,7 +208,7 @@ pub struct DirectWriter<'f> {
     written: u64,
 }
 
-impl<'f> DirectWriter<'f> {
+impl DirectWriter {
     /// The size of a buffer from [`DirectWriter::buffer`].
     pub const BUFFER: usize = 1 << 20;
 
@@ -222,7 +223,7 @@ impl<'f> DirectWriter<'f> {
     /// [`DirectWriter::buffer`] or a previous writer's
     /// [`DirectWriter::finish`] (what it holds does not matter; one too
     /// small for a page is replaced).
-    pub fn new(file: &'f File, buf: Vec<u8>) -> Self {
+    pub fn new(file: File, buf: Vec<u8>) -> Self {
         let room = buf.capacity().saturating_sub(PAGE);
         let (buf, start) = if room >= PAGE {
             reuse_aligned(buf, room)
@@ -253,7 +254,7 @@ impl<'f> DirectWriter<'f> {
             return Ok(());
         }
         let head = data.get(..whole).unwrap_or_default();
-        write_all_direct(self.file, head, self.written)?;
+        write_all_direct(&self.file, head, self.written)?;
         self.written += whole as u64;
         self.buf.copy_within(self.start + whole.., self.start);
         self.buf.truncate(self.buf.len() - whole);
@@ -269,7 +270,7 @@ impl<'f> DirectWriter<'f> {
     }
 }
 
-impl Write for DirectWriter<'_> {
+impl Write for DirectWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = data.len().min(self.cap - self.buffered());
         self.buf
@@ -367,7 +368,7 @@ mod tests {
             let data = pattern(len);
             let path = dir.path().join(format!("f{len}"));
             let f = File::create_new(&path).unwrap();
-            let mut w = DirectWriter::new(&f, std::mem::take(&mut buf));
+            let mut w = DirectWriter::new(f, std::mem::take(&mut buf));
             for piece in data.chunks(step) {
                 w.write_all(piece).unwrap();
             }

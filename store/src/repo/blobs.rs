@@ -18,7 +18,8 @@ const RUNS_AHEAD: usize = 2;
 
 /// A run's blobs, opened: the read buffer and where each blob is, in it
 /// (stored raw, decrypted where it lay) or beside it (decompressed).
-struct OpenedRun {
+/// Owned, so a run can go to another thread to be written.
+pub struct OpenedRun {
     buf: bytes::BytesMut,
     blobs: Vec<Opened>,
 }
@@ -29,6 +30,14 @@ enum Opened {
 }
 
 impl OpenedRun {
+    /// The run's blobs' contents, in order.
+    pub fn blobs(&self) -> impl Iterator<Item = &[u8]> {
+        self.blobs.iter().map(|b| match b {
+            Opened::InBuffer(r) => self.buf.get(r.clone()).unwrap_or_default(),
+            Opened::Decompressed(plain) => plain.as_slice(),
+        })
+    }
+
     /// The blob of a run of one.
     fn into_only_blob(self) -> Vec<u8> {
         let OpenedRun { buf, blobs } = self;
@@ -59,22 +68,27 @@ impl Repository {
         ids: &[BlobId],
         mut each: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
+        let mut runs = self.blob_runs(ids).await?;
+        while let Some(run) = runs.try_next().await? {
+            run.blobs().try_for_each(&mut each)?;
+        }
+        Ok(())
+    }
+
+    /// The blobs `ids` as [`Repository::read_blobs`] reads them, a run at
+    /// a time, owned: for a caller that hands each run to another thread.
+    pub async fn blob_runs(
+        &self,
+        ids: &[BlobId],
+    ) -> Result<impl futures::Stream<Item = Result<OpenedRun>> + '_> {
         let mut entries = Vec::with_capacity(ids.len());
         for id in ids {
             entries.push(self.entry_of(id).await?);
         }
-        let mut runs = stream::iter(runs(&entries))
-            .map(|run| self.read_run(run))
-            .buffered(RUNS_AHEAD);
-        while let Some(run) = runs.try_next().await? {
-            for blob in &run.blobs {
-                match blob {
-                    Opened::InBuffer(r) => each(run.buf.get(r.clone()).unwrap_or_default())?,
-                    Opened::Decompressed(plain) => each(plain)?,
-                }
-            }
-        }
-        Ok(())
+        let runs: Vec<Vec<IndexEntry>> = runs(&entries).into_iter().map(<[_]>::to_vec).collect();
+        Ok(stream::iter(runs)
+            .map(move |run| async move { self.read_run(&run).await })
+            .buffered(RUNS_AHEAD))
     }
 
     /// The index entry of `id`, refreshing the index once if it is not

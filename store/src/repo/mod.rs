@@ -7,6 +7,7 @@
 //! Spec: `format-spec/SPEC.md#write-ordering`.
 
 mod blobs;
+pub use blobs::OpenedRun;
 mod checkpoints;
 mod commit;
 pub(crate) use commit::now_ns;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::direct_io::DirectWriter;
 use crate::error::{Error, ErrorKind, Result};
@@ -89,6 +89,11 @@ pub async fn read_object(
         Ok(())
     })
     .await?;
+    whole(n, meta)
+}
+
+/// `n`, the bytes of `meta`'s content read, when that is all of it.
+fn whole(n: u64, meta: &ObjectMeta) -> Result<u64> {
     if n != meta.size {
         return Err(Error::corrupt(format!(
             "object content is {n} bytes, its entry says {}",
@@ -274,9 +279,9 @@ async fn restore_entry(
     }
     let mut new = NewFile::create(&dir)?;
     let n = if meta.size >= DIRECT_FROM {
-        let mut w = DirectWriter::new(new.file(), buffers.take());
-        let n = read_object(repo, meta, &mut w).await?;
-        buffers.give(w.finish()?.1);
+        let w = DirectWriter::new(new.file().try_clone()?, buffers.take());
+        let (n, buf) = write_direct(repo, meta, w).await?;
+        buffers.give(buf);
         n
     } else {
         // A small file's buffer is its size: a megabyte for each of many
@@ -302,6 +307,33 @@ async fn restore_entry(
     f.set_modified(mtime)?;
     new.name(&final_path, overwrite)?;
     Ok(n)
+}
+
+/// Writes an object's content through `w`, each run of blobs on the
+/// blocking pool: a direct write waits for the disk, and on the async
+/// threads it held up every other file being restored. Returns the bytes
+/// written and the writer's buffer.
+async fn write_direct(
+    repo: &Repository,
+    meta: &ObjectMeta,
+    mut w: DirectWriter,
+) -> Result<(u64, Vec<u8>)> {
+    let mut runs = repo.blob_runs(&meta.chunks).await?;
+    while let Some(run) = runs.try_next().await? {
+        w = blocking(move || {
+            run.blobs().try_for_each(|b| w.write_all(b))?;
+            Ok(w)
+        })
+        .await?;
+    }
+    let (n, buf) = blocking(move || Ok(w.finish()?)).await?;
+    Ok((whole(n, meta)?, buf))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("restore write task: {e}")))?
 }
 
 /// Write buffer of a restored file at most.
