@@ -15,7 +15,8 @@
 //! module owns that: [`page_aligned`] buffers, a descriptor switched into
 //! and out of direct mode ([`set_direct`]), whole pages direct and the last
 //! partial page the usual way ([`write_all_direct`], [`DirectWriter`]),
-//! and [`read_direct`]. Where a filesystem has no direct I/O (`EINVAL`),
+//! and [`read_direct`], whose buffers come back for the next reads
+//! ([`give_back`]). Where a filesystem has no direct I/O (`EINVAL`),
 //! everything falls back to the usual way; off Linux there is only that.
 
 use std::fs::File;
@@ -170,7 +171,8 @@ pub fn read_direct(f: &File, range: std::ops::Range<u64>) -> std::io::Result<Opt
 /// a fresh page-aligned buffer: the buffer, where the bytes start in it,
 /// and how many were read. `None` if the filesystem refuses.
 fn read_pages(f: &File, from: u64, len: usize) -> std::io::Result<Option<(Vec<u8>, usize, usize)>> {
-    let (mut buf, start) = page_aligned(len);
+    let (mut buf, start) = ReadSpares::take(len);
+    buf.resize(start + len, 0);
     let mut got = 0;
     while let Some(rest) = buf
         .get_mut(start + got..start + len)
@@ -189,6 +191,56 @@ fn read_pages(f: &File, from: u64, len: usize) -> std::io::Result<Option<(Vec<u8
         }
     }
     Ok(Some((buf, start, got)))
+}
+
+/// Buffers of direct reads given back when their bytes were used
+/// ([`give_back`]), for the next reads: their pages are resident, where a
+/// fresh buffer faults in (and zeroes) every page, and on a VM whose idle
+/// memory went back to the host takes a host fault for each.
+static READ_SPARES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+struct ReadSpares;
+
+impl ReadSpares {
+    /// Bytes of buffers kept at most (a restore reads a few runs of up to
+    /// 8 MiB per file, for a few files at once).
+    const KEEP_BYTES: usize = 32 << 20;
+
+    fn lock() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+        READ_SPARES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A page-aligned buffer for `len` bytes: the smallest spare that
+    /// holds them, or a fresh one.
+    fn take(len: usize) -> (Vec<u8>, usize) {
+        let spare = {
+            let mut spares = Self::lock();
+            let best = (spares.iter().enumerate())
+                .filter(|(_, b)| b.capacity() >= len + PAGE)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            best.map(|i| spares.swap_remove(i))
+        };
+        reuse_aligned(spare.unwrap_or_default(), len)
+    }
+}
+
+/// Gives a read buffer back for the next direct reads, while those kept
+/// hold less than [`ReadSpares::KEEP_BYTES`].
+pub fn give_back(mut bytes: bytes::BytesMut) {
+    bytes.clear();
+    // Empty, it becomes its whole allocation without a copy.
+    let buf = Vec::from(bytes);
+    if buf.capacity() < 2 * PAGE {
+        return;
+    }
+    let mut spares = ReadSpares::lock();
+    let kept: usize = spares.iter().map(Vec::capacity).sum();
+    if kept + buf.capacity() <= ReadSpares::KEEP_BYTES {
+        spares.push(buf);
+    }
 }
 
 /// Writes a new file front to back, through a page-aligned buffer: each
@@ -350,6 +402,29 @@ mod tests {
             let e = read_direct(&f, 0..l + 1).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
         }
+    }
+
+    /// A buffer given back serves a later read, which sees only its own
+    /// bytes.
+    #[test]
+    fn read_buffers_given_back_are_reused_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (pattern(5 * PAGE + 100), vec![7u8; 2 * PAGE + 3]);
+        std::fs::write(dir.path().join("a"), &a).unwrap();
+        std::fs::write(dir.path().join("b"), &b).unwrap();
+        let read = |name: &str, len: usize| {
+            let f = File::open(dir.path().join(name)).unwrap();
+            read_direct(&f, 0..len as u64).unwrap()
+        };
+        let Some(first) = read("a", a.len()) else {
+            return; // no direct I/O here
+        };
+        assert!(first == a);
+        give_back(bytes::BytesMut::from(first));
+        assert!(read("b", b.len()).unwrap() == b);
+        let e = File::open(dir.path().join("b")).unwrap();
+        let short = read_direct(&e, 0..b.len() as u64 + 1).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -39,13 +39,19 @@ impl OpenedRun {
     }
 
     /// The blob of a run of one.
-    fn into_only_blob(self) -> Vec<u8> {
-        let OpenedRun { buf, blobs } = self;
-        match blobs.into_iter().next() {
-            Some(Opened::InBuffer(r)) => buf.get(r).unwrap_or_default().to_vec(),
+    fn into_only_blob(mut self) -> Vec<u8> {
+        match std::mem::take(&mut self.blobs).into_iter().next() {
+            Some(Opened::InBuffer(r)) => self.buf.get(r).unwrap_or_default().to_vec(),
             Some(Opened::Decompressed(plain)) => plain,
             None => Vec::new(),
         }
+    }
+}
+
+impl Drop for OpenedRun {
+    /// The read buffer goes back for the next reads.
+    fn drop(&mut self) {
+        crate::direct_io::give_back(std::mem::take(&mut self.buf));
     }
 }
 
