@@ -46,6 +46,7 @@
 
 pub mod allocator;
 pub mod backend;
+mod blocking;
 pub mod changes;
 pub mod chunk;
 pub mod compress;

@@ -19,7 +19,12 @@ fn three_points_restore_exactly() {
     write_file(&src, "new/big.bin", &rng.bytes(5 << 20, false), 0o644);
     // Restored with direct I/O: whole pages, a partial last page, a
     // file under one write buffer.
-    write_file(&src, "new/odd.bin", &rng.bytes((3 << 20) + 12_345, true), 0o600);
+    write_file(
+        &src,
+        "new/odd.bin",
+        &rng.bytes((3 << 20) + 12_345, true),
+        0o600,
+    );
     write_file(&src, "new/mid.bin", &rng.bytes(300_001, false), 0o644);
     snaps.push(snapshot(&src));
     env.ok(&["ingest", src.to_str().unwrap()]);

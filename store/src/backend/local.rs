@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{Backend, ByteRange, GetResult, Listed};
+use crate::blocking::run;
 use crate::direct_io;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -133,24 +134,18 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<Listed>> {
     Ok(out)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("blocking task failed: {e}")))?
-}
-
 #[async_trait::async_trait]
 impl Backend for LocalBackend {
     async fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
         let path = self.path(name)?;
         let root = self.root.clone();
-        blocking(move || put_blocking(&root, &path, &bytes)).await
+        run("vault file", move || put_blocking(&root, &path, &bytes)).await
     }
 
     async fn get(&self, name: &str, range: ByteRange) -> Result<GetResult> {
         let path = self.path(name)?;
         let name = name.to_string();
-        blocking(move || {
+        run("vault file", move || {
             use std::io::{Read, Seek, SeekFrom};
             let mut f =
                 std::fs::File::open(&path).map_err(|e| Error::from(e).context(name.clone()))?;
@@ -182,7 +177,7 @@ impl Backend for LocalBackend {
     async fn head(&self, name: &str) -> Result<u64> {
         let path = self.path(name)?;
         let name = name.to_string();
-        blocking(move || {
+        run("vault file", move || {
             Ok(std::fs::metadata(&path)
                 .map_err(|e| Error::from(e).context(name))?
                 .len())
@@ -193,12 +188,12 @@ impl Backend for LocalBackend {
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
-        blocking(move || list_blocking(&root, &prefix)).await
+        run("vault file", move || list_blocking(&root, &prefix)).await
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
         let path = self.path(name)?;
-        blocking(move || Ok(std::fs::remove_file(&path)?)).await
+        run("vault file", move || Ok(std::fs::remove_file(&path)?)).await
     }
 
     fn describe(&self) -> String {

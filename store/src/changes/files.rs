@@ -73,9 +73,7 @@ impl FileFeed {
             Location::Dir(dir) => {
                 let dir = dir.clone();
                 let after = position.map(str::to_string);
-                tokio::task::spawn_blocking(move || list_dir(&dir, after.as_deref()))
-                    .await
-                    .map_err(|e| Error::new(crate::ErrorKind::Io, format!("feed listing: {e}")))?
+                crate::blocking::run("feed listing", move || list_dir(&dir, after.as_deref())).await
             }
             #[cfg(feature = "s3")]
             Location::Bucket {

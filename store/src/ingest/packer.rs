@@ -234,9 +234,7 @@ impl Packer {
                 self.pool.lock().expect("pool lock").push(b);
                 continue;
             }
-            let pack = tokio::task::spawn_blocking(move || b.finish())
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("pack task: {e}")))?;
+            let pack = crate::blocking::run("pack", move || Ok(b.finish())).await?;
             self.tx
                 .send(Upload::Pack(pack))
                 .await
@@ -291,9 +289,7 @@ impl Packer {
     pub(super) async fn finish(self) -> Result<Packed> {
         let builders = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
         for b in builders.into_iter().filter(|b| !b.is_empty()) {
-            let pack = tokio::task::spawn_blocking(move || b.finish())
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("pack task: {e}")))?;
+            let pack = crate::blocking::run("pack", move || Ok(b.finish())).await?;
             if self.tx.send(Upload::Pack(pack)).await.is_err() {
                 break; // the uploader failed; its error is returned below
             }

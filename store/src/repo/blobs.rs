@@ -6,7 +6,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::{pack_name, Repository};
 use crate::backend::ByteRange;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::IndexEntry;
 
@@ -135,7 +135,7 @@ impl Repository {
         // moved a range read at an offset, as a direct read is, to the
         // front of its buffer: a copy of every byte restored).
         let mut buf = bytes::BytesMut::from(got.bytes);
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::run("blob", move || {
             let mut blobs = Vec::with_capacity(entries.len());
             let got = buf.len();
             for e in &entries {
@@ -157,8 +157,7 @@ impl Repository {
             Ok(OpenedRun { buf, blobs })
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("blob task: {e}")))?
-        .map_err(|e: Error| e.context(name))
+        .map_err(|e| e.context(name))
     }
 }
 

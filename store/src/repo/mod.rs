@@ -616,7 +616,7 @@ async fn write_key_file(
 ) -> Result<String> {
     let master = master.clone();
     let password = password.to_vec();
-    let kf = tokio::task::spawn_blocking(move || {
+    let kf = crate::blocking::run("key derivation", move || {
         KeyFile::wrap(
             &master,
             &password,
@@ -626,8 +626,7 @@ async fn write_key_file(
             now_unix_s(),
         )
     })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Io, format!("key derivation task: {e}")))??;
+    .await?;
     let bytes = kf.encode();
     let name = format!("keys/{}", ObjectId::of(&bytes));
     backend.put(&name, Bytes::from(bytes)).await?;

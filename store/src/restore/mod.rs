@@ -320,20 +320,14 @@ async fn write_direct(
 ) -> Result<(u64, Vec<u8>)> {
     let mut runs = repo.blob_runs(&meta.chunks).await?;
     while let Some(run) = runs.try_next().await? {
-        w = blocking(move || {
+        w = crate::blocking::run("restore write", move || {
             run.blobs().try_for_each(|b| w.write_all(b))?;
             Ok(w)
         })
         .await?;
     }
-    let (n, buf) = blocking(move || Ok(w.finish()?)).await?;
+    let (n, buf) = crate::blocking::run("restore write", move || Ok(w.finish()?)).await?;
     Ok((whole(n, meta)?, buf))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("restore write task: {e}")))?
 }
 
 /// Write buffer of a restored file at most.

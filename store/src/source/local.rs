@@ -222,20 +222,17 @@ impl Source for LocalSource {
     async fn list(&self) -> Result<(Vec<SourceObject>, u64)> {
         let root = self.root.clone();
         let everything = KeyRange::default();
-        let page = tokio::task::spawn_blocking(move || {
+        let page = crate::blocking::run("listing", move || {
             page(&root, &Mutex::default(), &everything, "", usize::MAX)
         })
-        .await
-        .map_err(|e| Error::new(crate::ErrorKind::Io, format!("listing task: {e}")))??;
+        .await?;
         Ok((page.objects, page.skipped))
     }
 
     async fn list_page(&self, range: &KeyRange, after: Option<&str>) -> Result<ListPage> {
         let (root, walks, range) = (self.root.clone(), self.walks.clone(), range.clone());
         let from = after.unwrap_or(&range.after).to_string();
-        tokio::task::spawn_blocking(move || page(&root, &walks, &range, &from, PAGE))
-            .await
-            .map_err(|e| Error::new(crate::ErrorKind::Io, format!("listing task: {e}")))?
+        crate::blocking::run("listing", move || page(&root, &walks, &range, &from, PAGE)).await
     }
 
     fn open(&self, obj: &SourceObject) -> Result<(Box<dyn Read + Send>, SourceObject)> {

@@ -434,12 +434,11 @@ async fn read_pack_data(
 ) -> Result<(Result<PackCheck>, VerifyReport)> {
     let bytes = get_all(&**repo.backend(), &pack_name(&pack)).await?;
     let keys = repo.keys().clone();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::run("verify", move || {
         let mut r = VerifyReport::default();
-        (check_pack_data(&keys, &bytes, pack, &mut r), r)
+        Ok((check_pack_data(&keys, &bytes, pack, &mut r), r))
     })
     .await
-    .map_err(|e| Error::new(crate::ErrorKind::Io, format!("verify task: {e}")))
 }
 
 /// Checks a whole pack: its name, its trailer, every blob. A pack whose
