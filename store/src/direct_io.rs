@@ -16,7 +16,7 @@
 //! and out of direct mode ([`set_direct`]), whole pages direct and the last
 //! partial page the usual way ([`write_all_direct`], [`DirectWriter`]),
 //! and [`read_direct`], whose buffers come back for the next reads
-//! ([`give_back`]). Where a filesystem has no direct I/O (`EINVAL`),
+//! ([`give_back`]); [`BufferPool`] keeps buffers for reuse. Where a filesystem has no direct I/O (`EINVAL`),
 //! everything falls back to the usual way; off Linux there is only that.
 
 use std::fs::File;
@@ -171,7 +171,7 @@ pub fn read_direct(f: &File, range: std::ops::Range<u64>) -> std::io::Result<Opt
 /// a fresh page-aligned buffer: the buffer, where the bytes start in it,
 /// and how many were read. `None` if the filesystem refuses.
 fn read_pages(f: &File, from: u64, len: usize) -> std::io::Result<Option<(Vec<u8>, usize, usize)>> {
-    let (mut buf, start) = ReadSpares::take(len);
+    let (mut buf, start) = read_buffer(len);
     buf.resize(start + len, 0);
     let mut got = 0;
     while let Some(rest) = buf
@@ -193,54 +193,71 @@ fn read_pages(f: &File, from: u64, len: usize) -> std::io::Result<Option<(Vec<u8
     Ok(Some((buf, start, got)))
 }
 
-/// Buffers of direct reads given back when their bytes were used
-/// ([`give_back`]), for the next reads: their pages are resident, where a
-/// fresh buffer faults in (and zeroes) every page, and on a VM whose idle
-/// memory went back to the host takes a host fault for each.
-static READ_SPARES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Buffers kept for reuse, up to a budget of bytes: a reused buffer's
+/// pages are resident, where a fresh one faults in and zeroes every page
+/// (and on a VM whose idle memory went back to the host, takes a host
+/// fault for each). Used for stored packs' buffers, restored files' write
+/// buffers and direct reads' buffers.
+pub struct BufferPool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    keep_bytes: usize,
+}
 
-struct ReadSpares;
+impl BufferPool {
+    /// A pool keeping at most `keep_bytes` of buffers.
+    pub const fn new(keep_bytes: usize) -> Self {
+        BufferPool {
+            free: std::sync::Mutex::new(Vec::new()),
+            keep_bytes,
+        }
+    }
 
-impl ReadSpares {
-    /// Bytes of buffers kept at most (a restore reads a few runs of up to
-    /// 8 MiB per file, for a few files at once).
-    const KEEP_BYTES: usize = 32 << 20;
-
-    fn lock() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
-        READ_SPARES
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A page-aligned buffer for `len` bytes: the smallest spare that
-    /// holds them, or a fresh one.
-    fn take(len: usize) -> (Vec<u8>, usize) {
-        let spare = {
-            let mut spares = Self::lock();
-            let best = (spares.iter().enumerate())
-                .filter(|(_, b)| b.capacity() >= len + PAGE)
-                .min_by_key(|(_, b)| b.capacity())
-                .map(|(i, _)| i);
-            best.map(|i| spares.swap_remove(i))
-        };
-        reuse_aligned(spare.unwrap_or_default(), len)
+    /// The smallest kept buffer of at least `capacity` bytes (empty), or
+    /// an empty vector without an allocation.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut free = self.lock();
+        let best = (free.iter().enumerate())
+            .filter(|(_, b)| b.capacity() >= capacity)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        best.map(|i| free.swap_remove(i)).unwrap_or_default()
+    }
+
+    /// Keeps `buf` for a later [`BufferPool::take`] if the budget allows.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < 2 * PAGE {
+            return;
+        }
+        buf.clear();
+        let mut free = self.lock();
+        let kept: usize = free.iter().map(Vec::capacity).sum();
+        if kept + buf.capacity() <= self.keep_bytes {
+            free.push(buf);
+        }
     }
 }
 
-/// Gives a read buffer back for the next direct reads, while those kept
-/// hold less than [`ReadSpares::KEEP_BYTES`].
+/// Buffers of direct reads given back when their bytes were used
+/// ([`give_back`]), for the next reads (a restore reads a few runs of up
+/// to 8 MiB per file, for a few files at once).
+static READ_BUFFERS: BufferPool = BufferPool::new(32 << 20);
+
+/// A page-aligned buffer for a direct read of `len` bytes.
+fn read_buffer(len: usize) -> (Vec<u8>, usize) {
+    reuse_aligned(READ_BUFFERS.take(len + PAGE), len)
+}
+
+/// Gives a direct read's buffer back for the next reads.
 pub fn give_back(mut bytes: bytes::BytesMut) {
     bytes.clear();
     // Empty, it becomes its whole allocation without a copy.
-    let buf = Vec::from(bytes);
-    if buf.capacity() < 2 * PAGE {
-        return;
-    }
-    let mut spares = ReadSpares::lock();
-    let kept: usize = spares.iter().map(Vec::capacity).sum();
-    if kept + buf.capacity() <= ReadSpares::KEEP_BYTES {
-        spares.push(buf);
-    }
+    READ_BUFFERS.give(Vec::from(bytes));
 }
 
 /// Writes a new file front to back, through a page-aligned buffer: each
@@ -261,20 +278,13 @@ pub struct DirectWriter {
 }
 
 impl DirectWriter {
-    /// The size of a buffer from [`DirectWriter::buffer`].
+    /// The size of a fresh buffer.
     pub const BUFFER: usize = 1 << 20;
 
-    /// A fresh buffer for a writer.
-    pub fn buffer() -> Vec<u8> {
-        let (mut buf, start) = page_aligned(Self::BUFFER);
-        buf.truncate(start);
-        buf
-    }
-
-    /// A writer for `file` (empty) through `buf`: one from
-    /// [`DirectWriter::buffer`] or a previous writer's
-    /// [`DirectWriter::finish`] (what it holds does not matter; one too
-    /// small for a page is replaced).
+    /// A writer for `file` (empty) through `buf`: a previous writer's
+    /// (see [`DirectWriter::finish`]), or any other; what it holds does
+    /// not matter, and one too small for a page is replaced by a fresh
+    /// one of [`DirectWriter::BUFFER`] bytes.
     pub fn new(file: File, buf: Vec<u8>) -> Self {
         let room = buf.capacity().saturating_sub(PAGE);
         let (buf, start) = if room >= PAGE {
@@ -402,6 +412,23 @@ mod tests {
             let e = read_direct(&f, 0..l + 1).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
         }
+    }
+
+    #[test]
+    fn a_pool_keeps_what_its_budget_allows_and_gives_the_smallest_that_fits() {
+        let pool = BufferPool::new(100 * PAGE);
+        for pages in [10, 40, 20, 60] {
+            let mut buf = Vec::with_capacity(pages * PAGE);
+            buf.push(1);
+            pool.give(buf);
+        }
+        pool.give(Vec::with_capacity(PAGE)); // too small to keep
+                                             // 10 + 40 + 20 kept; 60 more was over the budget.
+        let got = pool.take(15 * PAGE);
+        assert_eq!((got.capacity(), got.len()), (20 * PAGE, 0));
+        assert_eq!(pool.take(30 * PAGE).capacity(), 40 * PAGE);
+        assert_eq!(pool.take(30 * PAGE).capacity(), 0, "none left that fits");
+        assert_eq!(pool.take(0).capacity(), 10 * PAGE);
     }
 
     /// A buffer given back serves a later read, which sees only its own

@@ -23,6 +23,7 @@ use super::IngestProgress;
 use crate::backend::DynBackend;
 use crate::chunk::{ChunkWindow, ChunkerParams};
 use crate::crypto::{random_bytes, Keys};
+use crate::direct_io::BufferPool;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{BlobId, ObjectId};
 use crate::index::cache::IndexCache;
@@ -120,7 +121,7 @@ impl Packer {
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
         let segment_due = Arc::new(tokio::sync::Notify::new());
-        let spares = Spares::default();
+        let spares = Spares::new(pack_capacity(limits.bytes));
         let uploader = tokio::spawn(upload_loop(
             repo.backend().clone(),
             rx,
@@ -203,7 +204,7 @@ impl Packer {
         }
         let builder = self.pool.lock().expect("pool lock").pop();
         let mut builder = builder.unwrap_or_else(|| {
-            let capacity = self.target + (1 << 20);
+            let capacity = pack_capacity(self.target);
             PackBuilder::in_buffer(&self.keys, random_bytes(), capacity, self.spares.take())
         });
         builder.add(id, data, self.zstd_level)?;
@@ -307,31 +308,39 @@ impl Packer {
 /// Buffers of stored packs, kept for the next packs: a fresh 17 MiB
 /// buffer is 4,352 page faults (or 9 huge ones), each zeroing its page —
 /// a tenth of a large backup's samples, more on a VM whose idle memory went
-/// back to the host (`docs/benchmarks.md`). At most [`Spares::KEEP`] wait;
-/// a buffer still held elsewhere (an S3 client keeping its body) is not
-/// taken back.
-#[derive(Clone, Default)]
-struct Spares(Arc<Mutex<Vec<Vec<u8>>>>);
+/// back to the host (`docs/benchmarks.md`). Two are kept; a buffer still
+/// held elsewhere (an S3 client keeping its body) is not taken back.
+#[derive(Clone)]
+struct Spares {
+    pool: Arc<BufferPool>,
+    /// A pack buffer's capacity.
+    capacity: usize,
+}
 
 impl Spares {
-    const KEEP: usize = 2;
+    fn new(capacity: usize) -> Self {
+        let kept = 2 * (capacity + crate::direct_io::PAGE);
+        Spares {
+            pool: Arc::new(BufferPool::new(kept)),
+            capacity,
+        }
+    }
 
     fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .expect("spares lock")
-            .pop()
-            .unwrap_or_default()
+        self.pool.take(self.capacity + crate::direct_io::PAGE)
     }
 
     fn give(&self, bytes: bytes::Bytes) {
         if let Some(buf) = crate::direct_io::reclaim(bytes) {
-            let mut spares = self.0.lock().expect("spares lock");
-            if spares.len() < Self::KEEP {
-                spares.push(buf);
-            }
+            self.pool.give(buf);
         }
     }
+}
+
+/// The buffer a pack of `target` bytes is built in: room for the blob
+/// that takes it past the target, and its trailer.
+fn pack_capacity(target: usize) -> usize {
+    target + (1 << 20)
 }
 
 fn stopped() -> Error {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::direct_io::DirectWriter;
+use crate::direct_io::{BufferPool, DirectWriter, PAGE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::point::Point;
 use crate::manifest::{Entry, ObjectMeta};
@@ -121,7 +121,10 @@ pub async fn restore_to_dir(
         .map_err(|e| Error::from(e).context(format!("restore target {}", target.display())))?;
     let known = KnownDirs::default();
     let known = &known;
-    let buffers = WriteBuffers::default();
+    // The buffers of the files being written direct, kept for the next
+    // ones: a fresh megabyte per file was 256 page faults, each zeroing a
+    // page, and as many to unmap after.
+    let buffers = BufferPool::new(opts.concurrency.max(1) * (DirectWriter::BUFFER + PAGE));
     let buffers = &buffers;
     restore_each(repo, point, opts, progress, |e, is_prefix| async move {
         restore_entry(repo, target, &e, is_prefix, opts.overwrite, known, buffers).await
@@ -249,7 +252,7 @@ async fn restore_entry(
     is_prefix: bool,
     overwrite: bool,
     known: &KnownDirs,
-    buffers: &WriteBuffers,
+    buffers: &BufferPool,
 ) -> Result<u64> {
     let meta = e
         .object
@@ -279,7 +282,7 @@ async fn restore_entry(
     }
     let mut new = NewFile::create(&dir)?;
     let n = if meta.size >= DIRECT_FROM {
-        let w = DirectWriter::new(new.file().try_clone()?, buffers.take());
+        let w = DirectWriter::new(new.file().try_clone()?, buffers.take(0));
         let (n, buf) = write_direct(repo, meta, w).await?;
         buffers.give(buf);
         n
@@ -338,28 +341,6 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// into the page cache first. Smaller ones go through the cache, where
 /// many of them cost less than a wait on the disk each.
 const DIRECT_FROM: u64 = 256 << 10;
-
-/// The buffers of the files being written direct, kept for the next ones:
-/// a fresh megabyte per file was 256 page faults, each zeroing a page, and
-/// as many pages to unmap after. At most one per file in flight is kept.
-#[derive(Default)]
-struct WriteBuffers(std::sync::Mutex<Vec<Vec<u8>>>);
-
-impl WriteBuffers {
-    fn take(&self) -> Vec<u8> {
-        self.lock().pop().unwrap_or_else(DirectWriter::buffer)
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        self.lock().push(buf);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 /// Directories a restore has checked or created, so that a file whose
 /// parent was checked for the file before it (keys come sorted, so most
