@@ -96,10 +96,14 @@ impl ChunkerParams {
     }
 
     /// Cuts what `reader` holds after the `filled` bytes already at the
-    /// start of `window`. The window holds two maximum-size chunks: each
-    /// cut sees at least a maximum chunk of data (or all that is left), as
-    /// the in-memory cut does, and the unread tail is moved to the front
-    /// at most once per maximum chunk consumed.
+    /// start of `window` (two maximum chunks), exactly as the in-memory cut
+    /// does. A cut that ends before the data in view is final (a boundary
+    /// found there stays the first, whatever follows), as is one with a
+    /// whole maximum chunk in view or at the end of the object; otherwise
+    /// more is read first. So the window is refilled only when it is used
+    /// up, and what moves to its front then is the undecided tail — about
+    /// half an average chunk — where keeping a maximum chunk in view at
+    /// every cut moved most of a window for every window consumed.
     fn stream(
         &self,
         mut reader: impl Read,
@@ -112,26 +116,33 @@ impl ChunkerParams {
         let (mut start, mut end, mut eof) = (0, filled, false);
         let mut total = 0u64;
         loop {
-            if !eof && end - start < max {
-                if buf.len() - start < max {
-                    buf.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                }
-                let (n, hit_eof) = fill(&mut reader, &mut buf[end..start + max])?;
-                end += n;
-                eof = hit_eof;
-            }
-            if start == end {
+            let avail = &buf[start..end];
+            if avail.is_empty() && eof {
                 return Ok(total);
             }
-            let avail = &buf[start..end];
-            let (_, len) =
+            let len = if avail.is_empty() {
+                0
+            } else {
                 fastcdc::v2020::FastCDC::new(avail, self.min_size, self.avg_size, self.max_size)
-                    .cut(0, avail.len());
-            sink(&avail[..len])?;
-            total += len as u64;
-            start += len;
+                    .cut(0, avail.len())
+                    .1
+            };
+            if len > 0 && (len < avail.len() || avail.len() >= max || eof) {
+                sink(&avail[..len])?;
+                total += len as u64;
+                start += len;
+                continue;
+            }
+            // Undecided (less than a maximum chunk in view): read more,
+            // first moving the tail to the front if the window is used up.
+            if end == buf.len() {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            let (n, hit_eof) = fill(&mut reader, &mut buf[end..])?;
+            end += n;
+            eof = hit_eof;
         }
     }
 }
@@ -264,6 +275,32 @@ mod tests {
                 .map(|&(o, l)| data[o..o + l].to_vec())
                 .collect();
             assert_eq!(got, want, "object of {len} bytes");
+        }
+    }
+
+    /// Long runs without a boundary (zeroes: maximum chunks) between
+    /// random data, read in pieces that end anywhere, cut as in memory.
+    #[test]
+    fn maximum_chunks_and_undecided_tails_cut_as_in_memory() {
+        let p = ChunkerParams::default();
+        let max = p.max_size as usize;
+        let mut data = pattern(3 << 20, 5);
+        data.extend(vec![0u8; 2 * max + 12_345]);
+        data.extend(pattern(max + 3, 6));
+        data.extend(vec![0u8; max - 1]);
+        data.extend(pattern(700_001, 7));
+        for step in [1 << 20, 999_999, 4096 * 3 + 1, usize::MAX] {
+            let mut got = Vec::new();
+            let mut window = ChunkWindow::default();
+            let trickle = Trickle { data: &data, step };
+            p.for_each_chunk(trickle, data.len() as u64, &mut window, |c| {
+                got.push(c.len());
+                Ok(())
+            })
+            .unwrap();
+            let want: Vec<usize> = p.cut(&data).iter().map(|c| c.1).collect();
+            assert_eq!(got, want, "read {step} bytes at a time");
+            assert!(want.iter().filter(|&&l| l == max).count() >= 2);
         }
     }
 
