@@ -124,8 +124,9 @@ pub enum LockModeArg {
 pub struct IngestArgs {
     /// What to back up: a directory, or s3://bucket/prefix.
     pub source: String,
-    /// Workers reading and encoding objects (default: CPU count; at least
-    /// 32 for an S3 source, whose reads wait on the network).
+    /// Workers reading and encoding objects (default: CPU count plus two
+    /// for a directory; at least 32 for an S3 source, whose reads wait on
+    /// the network).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Override the vault's pack size for this pass (bytes; K, M, G).

@@ -54,7 +54,8 @@ use scheduler::{LaneMap, Scheduler, SchedulerOptions};
 #[derive(Clone, Debug, Default)]
 pub struct IngestOptions {
     /// Blocking workers reading and encoding objects (default: the CPU
-    /// count; for a remote source at least [`REMOTE_WORKERS`]).
+    /// count plus [`LOCAL_EXTRA_WORKERS`]; for a remote source at least
+    /// [`REMOTE_WORKERS`]).
     pub workers: Option<usize>,
     /// Time to stamp the point with, ns since the epoch (default: the
     /// source's clock, else the host's, when the listing finished).
@@ -86,6 +87,14 @@ pub struct IngestOptions {
 /// each waits on a GET most of the time. With the CPU count (2 here) an
 /// S3 pass read 46 objects/s from the local server; with 32, 618.
 pub const REMOTE_WORKERS: usize = 32;
+
+/// Workers beyond the CPU count for a local source: while one waits (on
+/// a read from the disk, on the uploader, on a page fault) another keeps
+/// its core busy. Large data with 2 CPUs, 2 → 4 workers: 2.18–2.29 →
+/// 1.94–2.03 s from the page cache, 3.67–4.19 → 3.22–3.35 s from the disk;
+/// each extra worker may hold a read window and a pack buffer (up to
+/// ~33 MiB).
+pub const LOCAL_EXTRA_WORKERS: usize = 2;
 
 /// Partitions a full pass is split into unless told otherwise.
 pub const DEFAULT_PARTITIONS: usize = 64;
@@ -274,7 +283,7 @@ pub async fn ingest(
             if source.paced() {
                 cpus.max(REMOTE_WORKERS)
             } else {
-                cpus
+                cpus + LOCAL_EXTRA_WORKERS
             }
         })
         .max(1);
