@@ -275,6 +275,9 @@ pub struct DirectWriter {
     cap: usize,
     /// Bytes of the file already written out.
     written: u64,
+    /// Whether `file` is in direct mode: switched on once, for the
+    /// file's life, and off for its last partial page.
+    direct: bool,
 }
 
 impl DirectWriter {
@@ -293,12 +296,16 @@ impl DirectWriter {
             reuse_aligned(Vec::new(), Self::BUFFER)
         };
         let cap = (buf.capacity() - start) & !(PAGE - 1);
+        // Refused or failed: the usual way (a later write says why, if
+        // the descriptor is at fault).
+        let direct = set_direct(&file, true).unwrap_or(false);
         DirectWriter {
             file,
             buf,
             start,
             cap,
             written: 0,
+            direct,
         }
     }
 
@@ -316,7 +323,17 @@ impl DirectWriter {
             return Ok(());
         }
         let head = data.get(..whole).unwrap_or_default();
-        write_all_direct(&self.file, head, self.written)?;
+        // Page-aligned in memory and in the file: `written` only ever
+        // grows by whole pages.
+        match self.file.write_all_at(head, self.written) {
+            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(error = %e, "direct write refused");
+                set_direct(&self.file, false)?;
+                self.direct = false;
+                self.file.write_all_at(head, self.written)?;
+            }
+            r => r?,
+        }
         self.written += whole as u64;
         self.buf.copy_within(self.start + whole.., self.start);
         self.buf.truncate(self.buf.len() - whole);
@@ -326,6 +343,9 @@ impl DirectWriter {
     /// Writes out the rest; returns the file's length and the buffer.
     pub fn finish(mut self) -> std::io::Result<(u64, Vec<u8>)> {
         self.write_out()?;
+        if self.direct {
+            set_direct(&self.file, false)?;
+        }
         let tail = self.buf.get(self.start..).unwrap_or_default();
         self.file.write_all_at(tail, self.written)?;
         Ok((self.written + tail.len() as u64, self.buf))

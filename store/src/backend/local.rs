@@ -159,7 +159,9 @@ impl Backend for LocalBackend {
                 ByteRange::Suffix(n) => (total_len.saturating_sub(*n), total_len),
             };
             if e - s >= LARGE as u64 {
-                if let Some(bytes) = direct_io::read_direct(&f, s..e)? {
+                let direct = direct_io::read_direct(&f, s..e)
+                    .map_err(|e| Error::from(e).context(name.clone()))?;
+                if let Some(bytes) = direct {
                     return Ok(GetResult { bytes, total_len });
                 }
             }
