@@ -8,7 +8,11 @@
 //! then the vault's size and its number of files (the PUTs an object
 //! store would bill). With `--s3`, the same dataset in a bucket on the
 //! local S3 server is backed up into an S3 vault and compared with
-//! `rclone copy` bucket to bucket. The table goes to stdout and, with
+//! `rclone copy` bucket to bucket. Then the machine's limits for a
+//! backup, measured in the same run: the CPU's (strata's chunker and pack
+//! builder over the data in memory), the disk's for writing a vault of
+//! strata's size, and the two together (the CPU limit storing its packs).
+//! The table goes to stdout and, with
 //! `--docs`, into `docs/benchmarks.md` between markers, with an SVG.
 
 use std::fmt::Write as _;
@@ -225,6 +229,8 @@ struct Row {
     verify: Timing,
     vault_bytes: u64,
     vault_files: usize,
+    /// The vault's size right after the initial backup.
+    initial_vault_bytes: u64,
 }
 
 fn tree_size(dir: &Path) -> Result<(u64, usize)> {
@@ -309,9 +315,15 @@ fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
     }
     timed(tool.init(), &log("init"))?;
     let initial = timed(tool.backup(data), &log("initial"))?;
+    let initial_vault_bytes = if tool.vault.is_dir() {
+        tree_size(&tool.vault)?.0
+    } else {
+        0
+    };
     Ok(Row {
         tool: tool.name.to_string(),
         initial,
+        initial_vault_bytes,
         ..Row::default()
     })
 }
@@ -559,16 +571,10 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
             std::fs::remove_dir_all(&target)?;
         }
     }
-    let ceiling = pipeline_ceiling(&data)?;
+    let ceiling = pipeline_ceiling(&data, None)?;
     let mut out = table(&rows, objects, bytes, changed);
     if let Some(st) = rows.iter().find(|r| r.tool == "strata") {
-        #[allow(clippy::cast_precision_loss)]
-        let mbs = bytes as f64 / 1e6 / st.initial.wall_s.max(0.01);
-        let _ = writeln!(
-            out,
-            "\nMachine limit for hashing + compression + encryption on all cores (strata's chunker and pack builder over the data in memory, each distinct blob once): {ceiling:.0} MB/s; strata's initial backup reached {mbs:.0} MB/s, **{:.0}%** of it.",
-            100.0 * mbs / ceiling.max(0.01)
-        );
+        out.push_str(&limits(st, bytes, ceiling, &data, &work).await?);
     }
     let _ = writeln!(out, "\nMachine: {}; {}.", machine(), notes.join("; "));
     if a.s3 {
@@ -605,9 +611,12 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
 /// sample probe) and AES-256-GCM of every distinct blob, through strata's
 /// own chunker (the vault default's cut points) and pack builder, on all
 /// cores, over the dataset held in memory (read before the clock starts).
-/// Listing, reading, dedup lookups in an index and writing are left out.
+/// With `vault`, the packs are also stored there as a backup stores them
+/// (strata's local backend, [`UPLOADS`] at a time behind a one-pack
+/// queue); without, they are dropped. Listing, reading the source, dedup
+/// lookups in an index and the index itself are left out.
 #[allow(clippy::cast_precision_loss)]
-fn pipeline_ceiling(data: &Path) -> Result<f64> {
+fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
     use strata_store::chunk::ChunkerParams;
     use strata_store::crypto::{random_bytes, Keys, MasterKey};
     use strata_store::pack::PackBuilder;
@@ -619,14 +628,17 @@ fn pipeline_ceiling(data: &Path) -> Result<f64> {
     let keys = Keys::derive(&MasterKey::generate());
     let chunker = ChunkerParams::default();
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let store = vault.map(PackStore::new).transpose()?;
     let started = std::time::Instant::now();
     let bytes: u64 = std::thread::scope(|scope| {
+        let uploaders = store.as_ref().map(|s| s.start(scope));
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (bodies, keys, seen) = (&bodies, &keys, &seen);
+                let (bodies, keys, seen, store) = (&bodies, &keys, &seen, &store);
                 scope.spawn(move || -> Result<u64> {
                     let mut n = 0u64;
-                    let mut pack = PackBuilder::new(keys, random_bytes(), 17 << 20);
+                    let fresh = || PackBuilder::new(keys, random_bytes(), 17 << 20);
+                    let mut pack = fresh();
                     for body in bodies.iter().skip(t).step_by(threads) {
                         for (at, len) in chunker.cut(body) {
                             let piece = &body[at..at + len];
@@ -636,25 +648,175 @@ fn pipeline_ceiling(data: &Path) -> Result<f64> {
                             }
                             pack.add(id, piece, 3)?;
                             if pack.len_bytes() >= 16 << 20 {
-                                drop(pack.finish());
-                                pack = PackBuilder::new(keys, random_bytes(), 17 << 20);
+                                let full = std::mem::replace(&mut pack, fresh()).finish();
+                                if let Some(s) = store {
+                                    s.send(full)?;
+                                }
                             }
                         }
                         n += body.len() as u64;
+                    }
+                    if let Some(s) = store.as_ref().filter(|_| !pack.is_empty()) {
+                        s.send(pack.finish())?;
                     }
                     Ok(n)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("ceiling thread panicked"))?
-            })
-            .sum::<Result<u64>>()
+        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<u64>>| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("ceiling thread panicked"))?
+        };
+        let read = handles.into_iter().map(joined).sum::<Result<u64>>();
+        if let (Some(s), Some(u)) = (&store, uploaders) {
+            s.close();
+            u.into_iter().map(joined).sum::<Result<u64>>()?;
+        }
+        read
     })?;
-    Ok(bytes as f64 / 1e6 / started.elapsed().as_secs_f64())
+    let mbs = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
+    if let Some(v) = vault {
+        std::fs::remove_dir_all(v)?;
+    }
+    Ok(mbs)
+}
+
+/// Packs stored at once, as the ingest uploader stores them.
+const UPLOADS: usize = 2;
+
+/// Stores finished packs into a local vault from [`UPLOADS`] threads,
+/// behind a queue of one pack (the ingest packer's channel).
+struct PackStore {
+    backend: strata_store::backend::local::LocalBackend,
+    runtime: tokio::runtime::Handle,
+    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<strata_store::pack::FinishedPack>>>,
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<strata_store::pack::FinishedPack>>,
+}
+
+impl PackStore {
+    /// A store into a fresh vault at `dir`; must be made inside the runtime.
+    fn new(dir: &Path) -> Result<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        Ok(PackStore {
+            backend: strata_store::backend::local::LocalBackend::new(dir)?,
+            runtime: tokio::runtime::Handle::current(),
+            tx: std::sync::Mutex::new(Some(tx)),
+            rx: std::sync::Mutex::new(rx),
+        })
+    }
+
+    /// Starts the uploading threads; each ends when the queue is closed
+    /// and empty, with the bytes it stored.
+    fn start<'s>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, '_>,
+    ) -> Vec<std::thread::ScopedJoinHandle<'s, Result<u64>>> {
+        use strata_store::backend::Backend;
+        (0..UPLOADS)
+            .map(|_| {
+                scope.spawn(move || -> Result<u64> {
+                    let mut stored = 0;
+                    loop {
+                        let next = self.rx.lock().expect("queue lock").recv();
+                        let Ok(pack) = next else {
+                            return Ok(stored);
+                        };
+                        stored += pack.bytes.len() as u64;
+                        let name = format!("data/{}", pack.id);
+                        self.runtime.block_on(self.backend.put(&name, pack.bytes))?;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn send(&self, pack: strata_store::pack::FinishedPack) -> Result<()> {
+        let tx = self.tx.lock().expect("queue lock").clone();
+        tx.context("pack queue closed")?
+            .send(pack)
+            .map_err(|_| anyhow::anyhow!("pack uploaders stopped"))
+    }
+
+    fn close(&self) {
+        self.tx.lock().expect("queue lock").take();
+    }
+}
+
+/// What bounds a backup on this machine, and how close strata came: the
+/// CPU limit (`cpu`, [`pipeline_ceiling`] without writes), the disk's
+/// limit for writing strata's vault ([`vault_write_ceiling`], as MB/s of
+/// this dataset's input at strata's vault size), and the two together
+/// ([`pipeline_ceiling`] storing its packs in the work directory).
+#[allow(clippy::cast_precision_loss)]
+async fn limits(strata: &Row, bytes: u64, cpu: f64, data: &Path, work: &Path) -> Result<String> {
+    let mbs = bytes as f64 / 1e6 / strata.initial.wall_s.max(0.01);
+    let pct = |limit: f64| 100.0 * mbs / limit.max(0.01);
+    let mut out = format!(
+        "\nMachine limit for hashing + compression + encryption on all cores (strata's chunker and pack builder over the data in memory, each distinct blob once): {cpu:.0} MB/s; strata's initial backup reached {mbs:.0} MB/s, **{:.0}%** of it.\n",
+        pct(cpu)
+    );
+    if strata.initial_vault_bytes == 0 {
+        return Ok(out);
+    }
+    let written = vault_write_ceiling(work, strata.initial_vault_bytes).await?;
+    let disk = written * bytes as f64 / strata.initial_vault_bytes as f64;
+    let vault = work.join("limit-vault");
+    let (d, v) = (data.to_path_buf(), vault.clone());
+    let both = tokio::task::block_in_place(|| pipeline_ceiling(&d, Some(&v)))?;
+    let _ = writeln!(
+        out,
+        "\nWith the vault's writes: the disk alone (strata's local backend storing {:.0} MB as 16 MiB packs, {UPLOADS} at a time, direct and fsynced, in the work directory) takes {written:.0} MB/s, {disk:.0} MB/s of this dataset's input; the limit above with its packs stored that way reaches {both:.0} MB/s, and strata **{:.0}%** of that.",
+        strata.initial_vault_bytes as f64 / 1e6,
+        pct(both)
+    );
+    Ok(out)
+}
+
+/// The disk's limit for a backup's writes, in MB/s: strata's local
+/// backend stores `total` bytes as 16 MiB packs (page-aligned, so direct
+/// I/O, then fsynced and linked under their name), [`UPLOADS`] at a time
+/// as the ingest uploader does, into a scratch vault in `work` (removed
+/// after).
+#[allow(clippy::cast_precision_loss)]
+async fn vault_write_ceiling(work: &Path, total: u64) -> Result<f64> {
+    use strata_store::backend::{local::LocalBackend, Backend};
+    const PACK: usize = 16 << 20;
+    let dir = work.join("limit-disk");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let backend = std::sync::Arc::new(LocalBackend::new(&dir)?);
+    let (mut buf, start) = strata_store::direct_io::page_aligned(PACK);
+    // Incompressible, as packs are (a disk or host may compress zeroes).
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for b in &mut buf[start..start + PACK] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x.to_le_bytes()[0];
+    }
+    let pack = bytes::Bytes::from(buf).slice(start..start + PACK);
+    let packs = total.div_ceil(PACK as u64);
+    let started = std::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..packs {
+        while set.len() >= UPLOADS {
+            if let Some(r) = set.join_next().await {
+                r.context("put task")??;
+            }
+        }
+        let (b, p) = (backend.clone(), pack.clone());
+        set.spawn(async move { b.put(&format!("data/{:02x}/{i:016x}", i % 256), p).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r.context("put task")??;
+    }
+    let mbs = (packs * PACK as u64) as f64 / 1e6 / started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(mbs)
 }
 
 /// Objects in `bucket`.
