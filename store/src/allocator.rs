@@ -50,16 +50,17 @@ pub fn tune_for_long_runs() {}
 /// range is too small, nothing changes.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub fn advise_huge_pages(buf: &mut Vec<u8>) {
+pub fn advise_huge_pages<T>(buf: &mut Vec<T>) {
     const HUGE: usize = 2 << 20;
-    let base = buf.as_mut_ptr();
+    let base = buf.as_mut_ptr().cast::<u8>();
     let skip = base.align_offset(HUGE);
-    let len = buf.capacity().saturating_sub(skip) & !(HUGE - 1);
+    let bytes = buf.capacity() * std::mem::size_of::<T>();
+    let len = bytes.saturating_sub(skip) & !(HUGE - 1);
     if skip == usize::MAX || len == 0 {
         return;
     }
     // SAFETY: `base + skip .. + len` lies inside the vector's allocation
-    // (`skip + len <= capacity`), which it keeps while we hold `&mut`;
+    // (`skip + len <= capacity` in bytes), which it keeps while we hold `&mut`;
     // MADV_HUGEPAGE only changes how the kernel backs those pages, never
     // their contents.
     let rc = unsafe { libc::madvise(base.add(skip).cast(), len, libc::MADV_HUGEPAGE) };
@@ -70,4 +71,4 @@ pub fn advise_huge_pages(buf: &mut Vec<u8>) {
 
 /// Huge pages for a buffer (not Linux: nothing to ask).
 #[cfg(not(target_os = "linux"))]
-pub fn advise_huge_pages(_: &mut Vec<u8>) {}
+pub fn advise_huge_pages<T>(_: &mut Vec<T>) {}
