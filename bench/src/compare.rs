@@ -629,51 +629,60 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
     let chunker = ChunkerParams::default();
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());
     let store = vault.map(PackStore::new).transpose()?;
-    let started = std::time::Instant::now();
-    let bytes: u64 = std::thread::scope(|scope| {
-        let uploaders = store.as_ref().map(|s| s.start(scope));
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (bodies, keys, seen, store) = (&bodies, &keys, &seen, &store);
-                scope.spawn(move || -> Result<u64> {
-                    let mut n = 0u64;
-                    let fresh = || PackBuilder::new(keys, random_bytes(), 17 << 20);
-                    let mut pack = fresh();
-                    for body in bodies.iter().skip(t).step_by(threads) {
-                        for (at, len) in chunker.cut(body) {
-                            let piece = &body[at..at + len];
-                            let id = keys.blob_id(piece);
-                            if !seen.lock().expect("seen lock").insert(id) {
-                                continue;
-                            }
-                            pack.add(id, piece, 3)?;
-                            if pack.len_bytes() >= 16 << 20 {
-                                let full = std::mem::replace(&mut pack, fresh()).finish();
-                                if let Some(s) = store {
-                                    s.send(full)?;
+    let cut_and_pack = |store: Option<&PackStore>| {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (bodies, keys, seen) = (&bodies, &keys, &seen);
+                    scope.spawn(move || -> Result<u64> {
+                        let mut n = 0u64;
+                        let fresh = || PackBuilder::new(keys, random_bytes(), 17 << 20);
+                        let mut pack = fresh();
+                        for body in bodies.iter().skip(t).step_by(threads) {
+                            for (at, len) in chunker.cut(body) {
+                                let piece = &body[at..at + len];
+                                let id = keys.blob_id(piece);
+                                if !seen.lock().expect("seen lock").insert(id) {
+                                    continue;
+                                }
+                                pack.add(id, piece, 3)?;
+                                if pack.len_bytes() >= 16 << 20 {
+                                    let full = std::mem::replace(&mut pack, fresh()).finish();
+                                    if let Some(s) = store {
+                                        s.send_pack(full)?;
+                                    }
                                 }
                             }
+                            n += body.len() as u64;
                         }
-                        n += body.len() as u64;
-                    }
-                    if let Some(s) = store.as_ref().filter(|_| !pack.is_empty()) {
-                        s.send(pack.finish())?;
-                    }
-                    Ok(n)
+                        if let Some(s) = store.filter(|_| !pack.is_empty()) {
+                            s.send_pack(pack.finish())?;
+                        }
+                        Ok(n)
+                    })
                 })
-            })
-            .collect();
-        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<u64>>| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("ceiling thread panicked"))?
-        };
-        let read = handles.into_iter().map(joined).sum::<Result<u64>>();
-        if let (Some(s), Some(u)) = (&store, uploaders) {
-            s.close();
-            u.into_iter().map(joined).sum::<Result<u64>>()?;
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("ceiling thread panicked"))?
+                })
+                .sum::<Result<u64>>()
+        })
+    };
+    let started = std::time::Instant::now();
+    let bytes = match &store {
+        None => cut_and_pack(None)?,
+        Some(s) => {
+            let mut bytes = 0;
+            s.run(|s| {
+                bytes = cut_and_pack(Some(s))?;
+                Ok(())
+            })?;
+            bytes
         }
-        read
-    })?;
+    };
     let mbs = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
     if let Some(v) = vault {
         std::fs::remove_dir_all(v)?;
@@ -684,13 +693,13 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
 /// Packs stored at once, as the ingest uploader stores them.
 const UPLOADS: usize = 2;
 
-/// Stores finished packs into a local vault from [`UPLOADS`] threads,
-/// behind a queue of one pack (the ingest packer's channel).
+/// Stores packs into a local vault from [`UPLOADS`] threads, behind a
+/// queue of one pack (the ingest packer's channel).
 struct PackStore {
     backend: strata_store::backend::local::LocalBackend,
     runtime: tokio::runtime::Handle,
-    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<strata_store::pack::FinishedPack>>>,
-    rx: std::sync::Mutex<std::sync::mpsc::Receiver<strata_store::pack::FinishedPack>>,
+    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<(String, bytes::Bytes)>>>,
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<(String, bytes::Bytes)>>,
 }
 
 impl PackStore {
@@ -709,39 +718,61 @@ impl PackStore {
     }
 
     /// Starts the uploading threads; each ends when the queue is closed
-    /// and empty, with the bytes it stored.
+    /// and empty, with the first error it met. After an error a thread
+    /// keeps taking packs (and drops them), so no sender waits for ever.
     fn start<'s>(
         &'s self,
         scope: &'s std::thread::Scope<'s, '_>,
-    ) -> Vec<std::thread::ScopedJoinHandle<'s, Result<u64>>> {
+    ) -> Vec<std::thread::ScopedJoinHandle<'s, Result<()>>> {
         use strata_store::backend::Backend;
         (0..UPLOADS)
             .map(|_| {
-                scope.spawn(move || -> Result<u64> {
-                    let mut stored = 0;
+                scope.spawn(move || -> Result<()> {
+                    let mut failed: strata_store::error::Result<()> = Ok(());
                     loop {
                         let next = self.rx.lock().expect("queue lock").recv();
-                        let Ok(pack) = next else {
-                            return Ok(stored);
+                        let Ok((name, bytes)) = next else {
+                            return Ok(failed?);
                         };
-                        stored += pack.bytes.len() as u64;
-                        let name = format!("data/{}", pack.id);
-                        self.runtime.block_on(self.backend.put(&name, pack.bytes))?;
+                        if failed.is_ok() {
+                            failed = self.runtime.block_on(self.backend.put(&name, bytes));
+                        }
                     }
                 })
             })
             .collect()
     }
 
-    fn send(&self, pack: strata_store::pack::FinishedPack) -> Result<()> {
+    /// Queues `bytes` to be stored as `name`.
+    fn send(&self, name: String, bytes: bytes::Bytes) -> Result<()> {
         let tx = self.tx.lock().expect("queue lock").clone();
         tx.context("pack queue closed")?
-            .send(pack)
+            .send((name, bytes))
             .map_err(|_| anyhow::anyhow!("pack uploaders stopped"))
     }
 
+    fn send_pack(&self, pack: strata_store::pack::FinishedPack) -> Result<()> {
+        self.send(format!("data/{}", pack.id), pack.bytes)
+    }
+
+    /// Closes the queue: the threads end once it is empty.
     fn close(&self) {
         self.tx.lock().expect("queue lock").take();
+    }
+
+    /// Stores what `produce` sends (from the calling thread) and waits
+    /// until all of it is stored.
+    fn run(&self, produce: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+        std::thread::scope(|scope| {
+            let uploaders = self.start(scope);
+            let produced = produce(self);
+            self.close();
+            for u in uploaders {
+                u.join()
+                    .map_err(|_| anyhow::anyhow!("uploader thread panicked"))??;
+            }
+            produced
+        })
     }
 }
 
@@ -761,11 +792,14 @@ async fn limits(strata: &Row, bytes: u64, cpu: f64, data: &Path, work: &Path) ->
     if strata.initial_vault_bytes == 0 {
         return Ok(out);
     }
-    let written = vault_write_ceiling(work, strata.initial_vault_bytes).await?;
+    let (written, both) = tokio::task::block_in_place(|| {
+        let written = vault_write_ceiling(work, strata.initial_vault_bytes)?;
+        anyhow::Ok((
+            written,
+            pipeline_ceiling(data, Some(&work.join("limit-vault")))?,
+        ))
+    })?;
     let disk = written * bytes as f64 / strata.initial_vault_bytes as f64;
-    let vault = work.join("limit-vault");
-    let (d, v) = (data.to_path_buf(), vault.clone());
-    let both = tokio::task::block_in_place(|| pipeline_ceiling(&d, Some(&v)))?;
     let _ = writeln!(
         out,
         "\nWith the vault's writes: the disk alone (strata's local backend storing {:.0} MB as 16 MiB packs, {UPLOADS} at a time, direct and fsynced, in the work directory) takes {written:.0} MB/s, {disk:.0} MB/s of this dataset's input; the limit above with its packs stored that way reaches {both:.0} MB/s, and strata **{:.0}%** of that.",
@@ -775,20 +809,15 @@ async fn limits(strata: &Row, bytes: u64, cpu: f64, data: &Path, work: &Path) ->
     Ok(out)
 }
 
-/// The disk's limit for a backup's writes, in MB/s: strata's local
-/// backend stores `total` bytes as 16 MiB packs (page-aligned, so direct
-/// I/O, then fsynced and linked under their name), [`UPLOADS`] at a time
-/// as the ingest uploader does, into a scratch vault in `work` (removed
-/// after).
+/// The disk's limit for a backup's writes, in MB/s: a [`PackStore`]
+/// stores `total` bytes as 16 MiB packs (page-aligned, so direct I/O,
+/// then fsynced and linked under their name) into a scratch vault in
+/// `work` (removed after).
 #[allow(clippy::cast_precision_loss)]
-async fn vault_write_ceiling(work: &Path, total: u64) -> Result<f64> {
-    use strata_store::backend::{local::LocalBackend, Backend};
+fn vault_write_ceiling(work: &Path, total: u64) -> Result<f64> {
     const PACK: usize = 16 << 20;
     let dir = work.join("limit-disk");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    let backend = std::sync::Arc::new(LocalBackend::new(&dir)?);
+    let store = PackStore::new(&dir)?;
     let (mut buf, start) = strata_store::direct_io::page_aligned(PACK);
     // Incompressible, as packs are (a disk or host may compress zeroes).
     let mut x = 0x9e37_79b9_7f4a_7c15_u64;
@@ -801,19 +830,9 @@ async fn vault_write_ceiling(work: &Path, total: u64) -> Result<f64> {
     let pack = bytes::Bytes::from(buf).slice(start..start + PACK);
     let packs = total.div_ceil(PACK as u64);
     let started = std::time::Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..packs {
-        while set.len() >= UPLOADS {
-            if let Some(r) = set.join_next().await {
-                r.context("put task")??;
-            }
-        }
-        let (b, p) = (backend.clone(), pack.clone());
-        set.spawn(async move { b.put(&format!("data/{:02x}/{i:016x}", i % 256), p).await });
-    }
-    while let Some(r) = set.join_next().await {
-        r.context("put task")??;
-    }
+    store.run(|s| {
+        (0..packs).try_for_each(|i| s.send(format!("data/{:02x}/{i:016x}", i % 256), pack.clone()))
+    })?;
     let mbs = (packs * PACK as u64) as f64 / 1e6 / started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir)?;
     Ok(mbs)

@@ -16,8 +16,9 @@
 //! and out of direct mode ([`set_direct`]), whole pages direct and the last
 //! partial page the usual way ([`write_all_direct`], [`DirectWriter`]),
 //! and [`read_direct`], whose buffers come back for the next reads
-//! ([`give_back`]); [`BufferPool`] keeps buffers for reuse. Where a filesystem has no direct I/O (`EINVAL`),
-//! everything falls back to the usual way; off Linux there is only that.
+//! ([`give_back`]); [`BufferPool`] keeps buffers for reuse. Where a
+//! filesystem has no direct I/O (`EINVAL`), everything falls back to the
+//! usual way; off Linux there is only that.
 
 use std::fs::File;
 use std::io::Write;
@@ -442,8 +443,9 @@ mod tests {
             buf.push(1);
             pool.give(buf);
         }
-        pool.give(Vec::with_capacity(PAGE)); // too small to keep
-                                             // 10 + 40 + 20 kept; 60 more was over the budget.
+        // Too small to keep.
+        pool.give(Vec::with_capacity(PAGE));
+        // 10 + 40 + 20 kept; 60 more was over the budget.
         let got = pool.take(15 * PAGE);
         assert_eq!((got.capacity(), got.len()), (20 * PAGE, 0));
         assert_eq!(pool.take(30 * PAGE).capacity(), 40 * PAGE);
