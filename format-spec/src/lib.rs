@@ -63,6 +63,7 @@ pub fn generate() -> BTreeMap<&'static str, Value> {
     out.insert("point.json", point());
     out.insert("checkpoint.json", checkpoint());
     out.insert("pass_state.json", pass_state());
+    out.insert("pass_marker.json", pass_marker());
     out.insert("chunking.json", chunking());
     out
 }
@@ -367,6 +368,23 @@ fn pass_state() -> Value {
         "body": hex::encode(body),
         "sealed": hex::encode(sealed),
         "decoded": s,
+    })
+}
+
+fn pass_marker() -> Value {
+    use strata_store::manifest::pass::PassMarker;
+    let m = PassMarker {
+        seq: 4,
+        began_ns: 1_764_233_699_000_000_000,
+    };
+    let body = m.encode();
+    let sealed = sealed::seal(&keys(), ObjectKind::PassMarker, salt(0x73), &body, 0);
+    json!({
+        "_comment": "Marker of a pass for point 4, sealed with salt 32x73 under the test master key, uncompressed.",
+        "name": PassMarker::name(4),
+        "body": hex::encode(body),
+        "sealed": hex::encode(sealed),
+        "decoded": m,
     })
 }
 

@@ -172,6 +172,12 @@ pub fn checkpoint(body: &[u8]) -> (u64, Vec<(String, String)>) {
     (seq, feeds)
 }
 
+/// Decodes a pass marker body: (seq, began).
+pub fn pass_marker(body: &[u8]) -> (u64, i64) {
+    assert_eq!(body.len(), 16);
+    (u64_at(body, 0), u64_at(body, 8) as i64)
+}
+
 /// Decodes a pass state body: (seq, prev, source, [(after, until, done,
 /// cursor, run roots)]).
 #[allow(clippy::type_complexity)]

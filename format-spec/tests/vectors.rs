@@ -227,6 +227,25 @@ fn pass_state() {
 }
 
 #[test]
+fn pass_marker() {
+    use strata_store::manifest::pass::PassMarker;
+    let v = load("pass_marker.json");
+    let sealed_bytes = hex(&v["sealed"]);
+    let body = sealed::open(&keys(), ObjectKind::PassMarker, &sealed_bytes).unwrap();
+    let m = PassMarker::decode(&body).unwrap();
+    assert_eq!(serde_json::to_value(m).unwrap(), v["decoded"]);
+    assert_eq!(PassMarker::name(m.seq), v["name"].as_str().unwrap());
+    assert_eq!(
+        reference::pass_marker(
+            &reference::open_sealed(&RefKeys::new(&test_master()), &sealed_bytes, 9).unwrap()
+        ),
+        (m.seq, m.began_ns)
+    );
+    // Sealed as a marker, it opens as nothing else.
+    assert!(sealed::open(&keys(), ObjectKind::PassState, &sealed_bytes).is_err());
+}
+
+#[test]
 fn every_single_bit_flip_in_every_sealed_vector_is_detected() {
     let k = keys();
     for (file, field, kind) in [
@@ -234,6 +253,7 @@ fn every_single_bit_flip_in_every_sealed_vector_is_detected() {
         ("point.json", "sealed", ObjectKind::Point),
         ("checkpoint.json", "sealed", ObjectKind::Checkpoint),
         ("pass_state.json", "sealed", ObjectKind::PassState),
+        ("pass_marker.json", "sealed", ObjectKind::PassMarker),
         ("index_segment.json", "sealed", ObjectKind::IndexSegment),
     ] {
         let bytes = hex(&load(file)[field]);

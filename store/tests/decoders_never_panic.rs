@@ -62,6 +62,7 @@ fn decode_everything(data: &[u8]) {
         ObjectKind::Point,
         ObjectKind::Checkpoint,
         ObjectKind::PassState,
+        ObjectKind::PassMarker,
     ] {
         let _ = sealed::open(&k, kind, data);
     }
@@ -70,6 +71,7 @@ fn decode_everything(data: &[u8]) {
     let _ = Point::decode(data);
     let _ = Checkpoint::decode(data);
     let _ = strata_store::manifest::pass::PassState::decode(data);
+    let _ = strata_store::manifest::pass::PassMarker::decode(data);
     let _ = strata_store::changes::eventbridge::parse_batch(data);
     let _ = Config::decode(data);
     let _ = KeyFile::decode(data);

@@ -272,6 +272,7 @@ async fn a_killed_pass_resumes_from_its_checkpoints_without_rereading_finished_p
     let shown = env.json(&["inspect", "pass"]);
     assert!(shown["partitions_done"].as_u64().unwrap() >= 2, "{shown}");
     assert_eq!(shown["seq"], 0);
+    assert!(shown["began"].is_string(), "{shown}");
     let finished: Vec<_> = recorded
         .partitions
         .iter()

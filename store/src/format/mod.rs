@@ -49,8 +49,10 @@ pub enum ObjectKind {
     Point = 6,
     /// Change-feed positions after a point (`checkpoints/…`).
     Checkpoint = 7,
-    /// Progress of an unfinished full pass (`passes/…`).
+    /// Progress of an unfinished full pass (`passes/…/<n>`).
     PassState = 8,
+    /// A pass for a point began (`passes/…/begun`).
+    PassMarker = 9,
 }
 
 impl ObjectKind {
@@ -65,6 +67,7 @@ impl ObjectKind {
             6 => ObjectKind::Point,
             7 => ObjectKind::Checkpoint,
             8 => ObjectKind::PassState,
+            9 => ObjectKind::PassMarker,
             _ => return None,
         })
     }
@@ -80,6 +83,7 @@ impl ObjectKind {
             ObjectKind::Point => "point",
             ObjectKind::Checkpoint => "checkpoint",
             ObjectKind::PassState => "pass state",
+            ObjectKind::PassMarker => "pass marker",
         }
     }
 }

@@ -18,9 +18,11 @@
 //! progress in the vault (`passes/<seq>/<n>`); a pass that finds a state
 //! for the point it is about to commit, made from the same latest point,
 //! skips finished partitions and continues the others after their
-//! cursors. Packs that an interrupted pass uploaded are found by listing
-//! `packs/` and indexed from their trailers, so their blobs are not
-//! uploaded again.
+//! cursors. A pass marks its start (`passes/<seq>/begun`) before its first
+//! pack; a pass that finds the mark of its own point lists `packs/` and
+//! indexes the packs no segment describes from their trailers, so their
+//! blobs are not uploaded again. A pass after a clean commit lists no
+//! packs.
 
 mod packer;
 mod partition;
@@ -195,16 +197,20 @@ pub async fn ingest(
     progress: Arc<IngestProgress>,
 ) -> Result<IngestSummary> {
     let started = Instant::now();
-    let refresh = repo.refresh_index(true).await?;
+    let prev = repo.latest_point().await?;
+    let seq = prev.as_ref().map_or(0, |(p, _)| p.seq + 1);
+    let prev_hash = prev.as_ref().map(|(_, h)| *h).unwrap_or_default();
+    // Packs no segment describes are left only by a pass for this point
+    // that stopped (it marked its start before its first pack): listing
+    // every pack of a vault of millions each pass is what this spares.
+    let interrupted = repo.pass_marked(seq).await?;
+    let refresh = repo.refresh_index(interrupted).await?;
     if !refresh.recovered_packs.is_empty() {
         tracing::info!(
             packs = refresh.recovered_packs.len(),
             "indexed packs left by an interrupted pass"
         );
     }
-    let prev = repo.latest_point().await?;
-    let seq = prev.as_ref().map_or(0, |(p, _)| p.seq + 1);
-    let prev_hash = prev.as_ref().map(|(_, h)| *h).unwrap_or_default();
 
     // Only a source with request limits gets per-partition pacing.
     let mut schedule = opts.schedule.clone();
@@ -302,6 +308,7 @@ pub async fn ingest(
         scheduler: scheduler.clone(),
         packer: Arc::new(Packer::start(
             repo,
+            seq,
             packer::PackLimits {
                 bytes: target,
                 blobs: opts.pack_max_blobs.unwrap_or(packer::MAX_PACK_BLOBS),
@@ -875,5 +882,140 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((s.objects, s.new_blobs, s.packs_written), (300, 0, 0));
+    }
+
+    /// Passes after clean commits never list `packs/` (here they could
+    /// not: listing it fails), and each marks its start before its first
+    /// pack.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_after_a_clean_commit_lists_no_packs() {
+        use crate::backend::faults::{Fault, Faulty, Op, Rule};
+        use crate::manifest::pass::PassMarker;
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = Arc::new(Faulty::new(Arc::new(MemoryBackend::new())));
+        faulty.add(Rule {
+            op: Op::List,
+            prefix: "packs/".into(),
+            skip: 0,
+            times: u32::MAX,
+            fault: Fault::Error(ErrorKind::Io),
+        });
+        let repo = Repository::init(
+            faulty.clone(),
+            b"pw",
+            InitOptions::default(),
+            OpenOptions {
+                cache_dir: Some(dir.path().join("cache")),
+            },
+        )
+        .await
+        .unwrap();
+        let data = tree(50);
+        let opts = IngestOptions {
+            pack_max_blobs: Some(10),
+            ..Default::default()
+        };
+        let source: Arc<dyn Source> =
+            Arc::new(crate::source::local::LocalSource::new(data.path()).unwrap());
+        for (seq, change) in [(0, None), (1, Some("f0001")), (2, None)] {
+            if let Some(name) = change {
+                std::fs::write(data.path().join(name), "changed").unwrap();
+            }
+            let before = faulty.attempted_puts.lock().unwrap().len();
+            let s = ingest(&repo, source.clone(), &opts, Arc::default())
+                .await
+                .unwrap();
+            assert_eq!((s.seq, s.recovered_packs), (seq, 0));
+            // A pass that stores packs marks its start first; one that
+            // stores none leaves no mark.
+            let puts = faulty.attempted_puts.lock().unwrap()[before..].to_vec();
+            let marker = puts.iter().position(|n| *n == PassMarker::name(seq));
+            let first_pack = puts.iter().position(|n| n.starts_with("packs/"));
+            assert_eq!(marker.is_some(), s.packs_written > 0, "{puts:?}");
+            assert_eq!(first_pack.is_some(), s.packs_written > 0, "{puts:?}");
+            assert!(marker <= first_pack, "{puts:?}");
+        }
+        assert_eq!(faulty.injected(), 0);
+    }
+
+    /// A pass that stops after storing packs leaves its mark; the next
+    /// pass for the same point finds it, indexes those packs from their
+    /// trailers instead of storing their blobs again, and the pass after
+    /// that (a clean commit behind it) lists no packs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_for_a_marked_point_indexes_the_packs_left_behind() {
+        use crate::backend::faults::{Fault, Faulty, Op, Rule};
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = Arc::new(Faulty::new(Arc::new(MemoryBackend::new())));
+        let repo = Repository::init(
+            faulty.clone(),
+            b"pw",
+            InitOptions::default(),
+            OpenOptions {
+                cache_dir: Some(dir.path().join("cache")),
+            },
+        )
+        .await
+        .unwrap();
+        let data = tree(50);
+        let opts = IngestOptions {
+            pack_max_blobs: Some(10),
+            ..Default::default()
+        };
+        let source: Arc<dyn Source> =
+            Arc::new(crate::source::local::LocalSource::new(data.path()).unwrap());
+        // The commit's index segment fails: the packs (ten blobs each at
+        // most) are stored, none indexed.
+        faulty.add(Rule {
+            op: Op::Put,
+            prefix: "index/".into(),
+            skip: 0,
+            times: 1,
+            fault: Fault::Error(ErrorKind::Io),
+        });
+        assert!(ingest(&repo, source.clone(), &opts, Arc::default())
+            .await
+            .is_err());
+        let left = faulty.list("packs/").await.unwrap().len();
+        assert!(left >= 5, "{left} packs");
+        assert!(repo.pass_marked(0).await.unwrap());
+        let marker = repo.load_pass_marker(0).await.unwrap().unwrap();
+        assert_eq!(marker.seq, 0);
+        assert!(marker.began_ns > 0);
+        let s = ingest(&repo, source.clone(), &opts, Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (s.seq, s.recovered_packs, s.packs_written, s.new_blobs),
+            (0, left as u64, 0, 0)
+        );
+        assert_eq!(faulty.list("packs/").await.unwrap().len(), left);
+        let cold = Repository::open(
+            faulty.clone(),
+            b"pw",
+            OpenOptions {
+                cache_dir: Some(dir.path().join("cold")),
+            },
+        )
+        .await
+        .unwrap();
+        cold.refresh_index(false).await.unwrap();
+        let all = restored(&repo, &cold).await;
+        assert_eq!(all.len(), 50);
+        for (key, bytes) in &all {
+            assert_eq!(*bytes, std::fs::read(data.path().join(key)).unwrap());
+        }
+        // Point 0 committed: the next pass has no mark to find.
+        assert!(!repo.pass_marked(1).await.unwrap());
+        faulty.add(Rule {
+            op: Op::List,
+            prefix: "packs/".into(),
+            skip: 0,
+            times: u32::MAX,
+            fault: Fault::Error(ErrorKind::Io),
+        });
+        std::fs::write(data.path().join("f0007"), "changed").unwrap();
+        let s = ingest(&repo, source, &opts, Arc::default()).await.unwrap();
+        assert_eq!((s.seq, s.recovered_packs, s.packs_written), (1, 0, 1));
     }
 }

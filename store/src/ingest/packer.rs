@@ -114,8 +114,10 @@ pub(super) struct Packer {
 }
 
 impl Packer {
+    /// A packer for the pass committing point `seq`.
     pub(super) fn start(
         repo: &Repository,
+        seq: u64,
         limits: PackLimits,
         progress: Arc<IngestProgress>,
     ) -> Self {
@@ -124,6 +126,7 @@ impl Packer {
         let spares = Spares::new(pack_capacity(limits.bytes));
         let uploader = tokio::spawn(upload_loop(
             repo.backend().clone(),
+            repo.pass_marker(seq),
             rx,
             spares.clone(),
             progress,
@@ -350,8 +353,13 @@ fn stopped() -> Error {
     )
 }
 
+/// Stores the packs handed over, [`UPLOAD_CONCURRENCY`] at a time, after
+/// the pass's marker (`marker`: name and sealed bytes) before the first:
+/// the next pass for the same point then knows to look for packs this
+/// one leaves unindexed, and a pass that stores no pack leaves no marker.
 async fn upload_loop(
     backend: DynBackend,
+    marker: (String, bytes::Bytes),
     mut rx: mpsc::Receiver<Upload>,
     spares: Spares,
     progress: Arc<IngestProgress>,
@@ -361,6 +369,7 @@ async fn upload_loop(
     let mut packed = Packed::default();
     let mut set: JoinSet<Result<(usize, u64)>> = JoinSet::new();
     let mut result = Ok(());
+    let mut marker = Some(marker);
     while let Some(upload) = rx.recv().await {
         let pack = match upload {
             Upload::Pack(pack) => pack,
@@ -386,6 +395,17 @@ async fn upload_loop(
                 continue;
             }
         };
+        if let Some((name, bytes)) = marker.take() {
+            match backend.put(&name, bytes).await {
+                // An earlier run of this pass left it.
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    result = Err(e.context(name));
+                    break;
+                }
+            }
+        }
         let len = pack.bytes.len() as u64;
         packed.packs += 1;
         packed.blobs += pack.entries.len() as u64;

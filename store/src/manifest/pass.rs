@@ -1,6 +1,6 @@
 //! Pass states: how far an unfinished full pass got, partition by
 //! partition, so a killed pass resumes without re-reading what it
-//! finished. Written as the pass proceeds under
+//! finished; and the pass marker, which says a pass for a point began. Written as the pass proceeds under
 //! `passes/<seq:016x>/<n:08x>` (create-only; the highest `n` that
 //! authenticates is the latest), where `seq` is the point the pass will
 //! commit. Every run a state names has its pages stored, and its blobs
@@ -14,6 +14,15 @@
 //!            has_cursor u8 ‖ [cursor str16] ‖ Totals ‖ runs u32 ‖ runs × RunDescriptor
 //! Totals:    changed u64 ‖ deleted u64 ‖ unchanged u64 ‖ errors u64 ‖
 //!            objects_delta i64 ‖ bytes_delta i64
+//! ```
+//!
+//! The marker (`passes/<seq:016x>/begun`, create-only, spec
+//! `format-spec/SPEC.md#pass-marker`) is stored before a pass's first
+//! pack: only a pass that finds the marker of the point it is about to
+//! commit lists `packs/` for packs an earlier pass left unindexed. Body:
+//!
+//! ```text
+//! seq u64 ‖ began i64
 //! ```
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
@@ -181,6 +190,40 @@ impl PassState {
     }
 }
 
+/// Says a pass for point `seq` began, and may have stored packs that
+/// only its commit would describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PassMarker {
+    /// The point the pass was to commit.
+    pub seq: u64,
+    /// When it began (ns since the epoch, the writer's clock).
+    pub began_ns: i64,
+}
+
+impl PassMarker {
+    /// The object name of the marker of the passes committing `seq`.
+    pub fn name(seq: u64) -> String {
+        format!("passes/{seq:016x}/begun")
+    }
+
+    /// The plaintext body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u64(self.seq);
+        w.i64(self.began_ns);
+        w.into_inner()
+    }
+
+    /// Decodes a body.
+    pub fn decode(body: &[u8]) -> Result<PassMarker, DecodeError> {
+        let mut r = Reader::new(body);
+        let seq = r.u64("seq")?;
+        let began_ns = r.i64("began")?;
+        r.finish("pass marker")?;
+        Ok(PassMarker { seq, began_ns })
+    }
+}
+
 fn str16(w: &mut Writer, s: &str) -> Result<(), String> {
     if s.len() > usize::from(u16::MAX) {
         return Err(format!("string of {} bytes", s.len()));
@@ -287,5 +330,26 @@ pub(crate) mod tests {
         let done_at = 8 + 32 + 8 + 2 + "s3://bucket/".len() + 4 + 2 + 1 + 2 + 2;
         bad[done_at] = 2;
         assert!(PassState::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn marker_round_trip_name_and_truncation() {
+        let m = PassMarker {
+            seq: 3,
+            began_ns: 1_764_000_000_000_000_000,
+        };
+        let body = m.encode();
+        assert_eq!(body.len(), 16);
+        assert_eq!(PassMarker::decode(&body).unwrap(), m);
+        assert_eq!(PassMarker::name(3), "passes/0000000000000003/begun");
+        // Beside the states, never taken for one.
+        assert!(PassMarker::name(3).starts_with(&PassState::prefix(3)));
+        assert_eq!(PassState::parse_name(&PassMarker::name(3)), None);
+        for cut in 0..body.len() {
+            assert!(PassMarker::decode(&body[..cut]).is_err());
+        }
+        let mut longer = body;
+        longer.push(0);
+        assert!(PassMarker::decode(&longer).is_err());
     }
 }

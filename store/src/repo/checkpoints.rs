@@ -1,6 +1,7 @@
 //! Storing and finding checkpoints: change-feed positions after a point
-//! (`checkpoints/<seq>`) and the progress of an unfinished full pass
-//! (`passes/<seq>/<n>`).
+//! (`checkpoints/<seq>`), the progress of an unfinished full pass
+//! (`passes/<seq>/<n>`) and the marker a pass leaves before its first
+//! pack (`passes/<seq>/begun`).
 
 use bytes::Bytes;
 
@@ -9,7 +10,7 @@ use crate::crypto::random_bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::ObjectKind;
 use crate::manifest::checkpoint::Checkpoint;
-use crate::manifest::pass::PassState;
+use crate::manifest::pass::{PassMarker, PassState};
 use crate::sealed;
 
 impl Repository {
@@ -131,5 +132,60 @@ impl Repository {
             }
         }
         Ok(None)
+    }
+
+    /// The sealed marker of a pass for point `seq` beginning now, and its
+    /// name: the packer stores it before the pass's first pack.
+    pub(crate) fn pass_marker(&self, seq: u64) -> (String, Bytes) {
+        let body = PassMarker {
+            seq,
+            began_ns: super::now_ns(),
+        }
+        .encode();
+        let bytes = sealed::seal(
+            self.keys(),
+            ObjectKind::PassMarker,
+            random_bytes(),
+            &body,
+            self.config().zstd_level,
+        );
+        (PassMarker::name(seq), Bytes::from(bytes))
+    }
+
+    /// The marker of a pass for point `seq`, if one began (for display:
+    /// [`Repository::pass_marked`] is what a pass asks).
+    pub async fn load_pass_marker(&self, seq: u64) -> Result<Option<PassMarker>> {
+        let name = PassMarker::name(seq);
+        let keys = self.keys();
+        match self
+            .get_authentic(&name, |bytes| {
+                let m = PassMarker::decode(&sealed::open(keys, ObjectKind::PassMarker, bytes)?)?;
+                if m.seq != seq {
+                    return Err(Error::corrupt(format!(
+                        "holds the marker of a pass for point {} (moved)",
+                        m.seq
+                    )));
+                }
+                Ok(m)
+            })
+            .await
+        {
+            Ok((m, _)) => Ok(Some(m)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.context(name)),
+        }
+    }
+
+    /// Whether a pass for point `seq` began before: with `seq` not yet
+    /// committed, one stopped on the way and may have left packs no index
+    /// segment describes. Existence is enough (a damaged or planted
+    /// marker only costs a listing of `packs/`).
+    pub async fn pass_marked(&self, seq: u64) -> Result<bool> {
+        let name = PassMarker::name(seq);
+        match self.backend().head(&name).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.context(name)),
+        }
     }
 }

@@ -54,17 +54,28 @@ pub async fn run(g: &Global, a: InspectArgs) -> Result<ExitCode> {
                 })?,
                 None => repo.latest_point().await?.map_or(0, |(p, _)| p.seq + 1),
             };
-            match repo.latest_pass_state(seq).await? {
-                Some((state, n)) => {
+            let began = repo
+                .load_pass_marker(seq)
+                .await?
+                .map(|m| fmt_time(m.began_ns));
+            match (repo.latest_pass_state(seq).await?, began) {
+                (Some((state, n)), began) => {
                     let done = state.partitions.iter().filter(|p| p.done).count();
                     let mut v = serde_json::to_value(&state)?;
                     v["state"] = n.into();
                     v["partitions_done"] = done.into();
+                    v["began"] = began.into();
                     v
                 }
-                None => {
+                // Stored packs, but stopped before recording progress.
+                (None, Some(began)) => serde_json::json!({
+                    "seq": seq,
+                    "began": began,
+                    "state": null,
+                }),
+                (None, None) => {
                     return Err(strata_store::Error::not_found(format!(
-                        "no recorded progress of a pass for point {seq}"
+                        "no pass for point {seq} has stored anything"
                     ))
                     .into())
                 }
