@@ -1018,4 +1018,52 @@ mod tests {
         let s = ingest(&repo, source, &opts, Arc::default()).await.unwrap();
         assert_eq!((s.seq, s.recovered_packs, s.packs_written), (1, 0, 1));
     }
+
+    /// Many workers (a remote source's) end a pass with no more partly
+    /// filled packs than cores, not one each: fewer PUTs, fewer small packs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_workers_leave_no_more_partial_packs_than_cores() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            Arc::new(MemoryBackend::new()),
+            b"pw",
+            InitOptions::default(),
+            OpenOptions {
+                cache_dir: Some(dir.path().join("cache")),
+            },
+        )
+        .await
+        .unwrap();
+        // Incompressible 32 KiB files: adding one takes long enough for
+        // the workers to overlap.
+        let data = tempfile::tempdir().unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..400 {
+            let body: Vec<u8> = (0..32 << 10)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(data.path().join(format!("f{i:04}")), body).unwrap();
+        }
+        let opts = IngestOptions {
+            workers: Some(16),
+            ..Default::default()
+        };
+        let source = Arc::new(crate::source::local::LocalSource::new(data.path()).unwrap());
+        let s = ingest(&repo, source, &opts, Arc::default()).await.unwrap();
+        assert_eq!(s.new_blobs, 400);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert!(
+            (1..=cores as u64).contains(&s.packs_written),
+            "{} packs for 13 MB on {cores} cores",
+            s.packs_written
+        );
+        for (key, bytes) in restored(&repo, &repo).await {
+            assert_eq!(bytes, std::fs::read(data.path().join(key)).unwrap());
+        }
+    }
 }

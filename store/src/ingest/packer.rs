@@ -2,9 +2,11 @@
 //!
 //! Workers call [`Packer::store_blob`] from the blocking pool. A blob the
 //! index or this pass already has is skipped; a new one is compressed and
-//! encrypted into a pack builder taken from a small pool (one per worker),
-//! and a full pack goes over a bounded channel to an async uploader, so a
-//! slow vault slows the workers instead of filling memory.
+//! encrypted into a pack builder taken from a small pool (as many builders
+//! as cores: a pass ends with no more partly filled packs than that, however
+//! many workers wait on a remote source), and a full pack goes over a
+//! bounded channel to an async uploader, so a slow vault slows the workers
+//! instead of filling memory.
 //!
 //! Memory stays flat however many blobs a pass adds: once the uploaded
 //! packs hold [`SEGMENT_ENTRIES`] new blobs, the pass writes their index
@@ -102,12 +104,12 @@ pub(super) struct Packer {
     /// ([`SEGMENT_ENTRIES`] by default) no segment covers yet.
     pub(super) segment_due: Arc<tokio::sync::Notify>,
     segments: Mutex<Vec<ObjectId>>,
-    pool: Mutex<Vec<PackBuilder>>,
+    builders: Builders,
     /// Buffers of stored packs, for the next packs.
     spares: Spares,
     /// Read windows of idle workers (as many as cores at most).
     windows: Mutex<Vec<ChunkWindow>>,
-    /// The number of cores (asked once: it reads cgroup files).
+    /// The number of cores.
     max_idle_windows: usize,
     tx: mpsc::Sender<Upload>,
     uploader: JoinHandle<Result<Packed>>,
@@ -124,6 +126,8 @@ impl Packer {
         let (tx, rx) = mpsc::channel(1);
         let segment_due = Arc::new(tokio::sync::Notify::new());
         let spares = Spares::new(pack_capacity(limits.bytes));
+        // Asked once: it reads cgroup files.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let uploader = tokio::spawn(upload_loop(
             repo.backend().clone(),
             repo.pass_marker(seq),
@@ -146,10 +150,10 @@ impl Packer {
             }),
             segment_due,
             segments: Mutex::new(Vec::new()),
-            pool: Mutex::new(Vec::new()),
+            builders: Builders::new(cores),
             spares,
             windows: Mutex::new(Vec::new()),
-            max_idle_windows: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_idle_windows: cores,
             tx,
             uploader,
         }
@@ -205,23 +209,26 @@ impl Packer {
                 return Ok(id);
             }
         }
-        let builder = self.pool.lock().expect("pool lock").pop();
-        let mut builder = builder.unwrap_or_else(|| {
+        let mut builder = self.builders.take().unwrap_or_else(|| {
             let capacity = pack_capacity(self.target);
             PackBuilder::in_buffer(&self.keys, random_bytes(), capacity, self.spares.take())
         });
-        builder.add(id, data, self.zstd_level)?;
+        if let Err(e) = builder.add(id, data, self.zstd_level) {
+            // Not stored: neither this pass nor the builder's other blobs
+            // may count it as stored.
+            self.dedup.lock().expect("dedup lock").pending.remove(&id);
+            self.builders.give(builder);
+            return Err(e);
+        }
         if builder.len_bytes() >= self.target || builder.blob_count() >= self.max_blobs {
+            // Room for a new builder before waiting on the uploader: other
+            // workers keep packing while this pack waits for the vault.
+            self.builders.retire();
             self.tx
                 .blocking_send(Upload::Pack(builder.finish()))
-                .map_err(|_| {
-                    Error::new(
-                        ErrorKind::Io,
-                        "pack uploader stopped after an upload failure (see the log)",
-                    )
-                })?;
+                .map_err(|_| stopped())?;
         } else {
-            self.pool.lock().expect("pool lock").push(builder);
+            self.builders.give(builder);
         }
         Ok(id)
     }
@@ -232,12 +239,12 @@ impl Packer {
     /// pool) are then in the vault. A checkpoint calls this before naming
     /// runs; a resumed pass still checks their blobs.
     pub(super) async fn flush(&self) -> Result<()> {
-        let builders = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
-        for b in builders {
+        for b in self.builders.take_idle() {
             if b.is_empty() {
-                self.pool.lock().expect("pool lock").push(b);
+                self.builders.give(b);
                 continue;
             }
+            self.builders.retire();
             let pack = crate::blocking::run("pack", move || Ok(b.finish())).await?;
             self.tx
                 .send(Upload::Pack(pack))
@@ -291,8 +298,12 @@ impl Packer {
     /// Flushes partly filled packs, waits for every upload, and returns
     /// the index entries of all packs written.
     pub(super) async fn finish(self) -> Result<Packed> {
-        let builders = std::mem::take(&mut *self.pool.lock().expect("pool lock"));
-        for b in builders.into_iter().filter(|b| !b.is_empty()) {
+        for b in self
+            .builders
+            .take_idle()
+            .into_iter()
+            .filter(|b| !b.is_empty())
+        {
             let pack = crate::blocking::run("pack", move || Ok(b.finish())).await?;
             if self.tx.send(Upload::Pack(pack)).await.is_err() {
                 break; // the uploader failed; its error is returned below
@@ -305,6 +316,71 @@ impl Packer {
             .map_err(|e| Error::new(ErrorKind::Io, format!("uploader task: {e}")))??;
         packed.segments = std::mem::take(&mut *self.segments.lock().expect("segments lock"));
         Ok(packed)
+    }
+}
+
+/// The pack builders of a pass: at most `max` exist at once (idle here or
+/// held by a worker adding a blob); a worker finding none idle and the
+/// limit reached waits for one. Adding is CPU work, so more builders than
+/// cores would only leave more partly filled packs at the end — each an
+/// extra PUT, and a small pack for restores to read.
+struct Builders {
+    state: Mutex<BuilderState>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+struct BuilderState {
+    idle: Vec<PackBuilder>,
+    /// Builders in existence: idle, or held by a worker.
+    live: usize,
+}
+
+impl Builders {
+    fn new(max: usize) -> Self {
+        Builders {
+            state: Mutex::new(BuilderState {
+                idle: Vec::new(),
+                live: 0,
+            }),
+            freed: std::sync::Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// An idle builder, or `None` when the caller may make a new one
+    /// (counted as live); waits while the limit is reached and none is idle.
+    fn take(&self) -> Option<PackBuilder> {
+        let mut s = self.state.lock().expect("builders lock");
+        loop {
+            if let Some(b) = s.idle.pop() {
+                return Some(b);
+            }
+            if s.live < self.max {
+                s.live += 1;
+                return None;
+            }
+            s = self.freed.wait(s).expect("builders lock");
+        }
+    }
+
+    /// Returns a builder for the next blob.
+    fn give(&self, b: PackBuilder) {
+        self.state.lock().expect("builders lock").idle.push(b);
+        self.freed.notify_one();
+    }
+
+    /// A builder taken is gone (its pack finished): room for a new one.
+    fn retire(&self) {
+        let mut s = self.state.lock().expect("builders lock");
+        s.live = s.live.saturating_sub(1);
+        drop(s);
+        self.freed.notify_one();
+    }
+
+    /// Every idle builder (each to be given back or retired).
+    fn take_idle(&self) -> Vec<PackBuilder> {
+        std::mem::take(&mut self.state.lock().expect("builders lock").idle)
     }
 }
 
@@ -466,5 +542,46 @@ fn joined(
         Some(Ok(Err(e))) => Err(e),
         Some(Err(e)) => Err(Error::new(ErrorKind::Io, format!("upload task: {e}"))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Keys, MasterKey};
+    use std::sync::atomic::AtomicUsize;
+
+    /// However many threads add blobs, no more builders than the limit
+    /// exist at once, and every thread gets one in the end.
+    #[test]
+    fn builders_never_exceed_the_limit() {
+        let keys = Keys::derive(&MasterKey::from_bytes([7; 32]));
+        let builders = Builders::new(2);
+        let (held, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let (builders, keys, held, most) = (&builders, &keys, &held, &most);
+                s.spawn(move || {
+                    for i in 0..200u32 {
+                        let mut b = builders.take().unwrap_or_else(|| {
+                            PackBuilder::in_buffer(keys, random_bytes(), 1 << 16, Vec::new())
+                        });
+                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let data = [t, (i % 256) as u8, (i / 256) as u8];
+                        b.add(keys.blob_id(&data), &data, 1).unwrap();
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        if i % 50 == 49 {
+                            drop(b.finish());
+                            builders.retire();
+                        } else {
+                            builders.give(b);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= 2);
+        assert!(builders.take_idle().len() <= 2);
     }
 }
