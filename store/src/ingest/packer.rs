@@ -214,8 +214,8 @@ impl Packer {
             PackBuilder::in_buffer(&self.keys, random_bytes(), capacity, self.spares.take())
         });
         if let Err(e) = builder.add(id, data, self.zstd_level) {
-            // Not stored: neither this pass nor the builder's other blobs
-            // may count it as stored.
+            // Not stored, so not pending: a later copy of the blob is
+            // stored, not skipped. The builder keeps its other blobs.
             self.dedup.lock().expect("dedup lock").pending.remove(&id);
             self.builders.give(builder);
             return Err(e);
