@@ -185,10 +185,11 @@ impl ChunkWindow {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    /// `len` incompressible bytes (xorshift from `seed`, not zero).
+    pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed;
         (0..len)
             .map(|_| {

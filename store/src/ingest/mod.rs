@@ -651,17 +651,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hot_partition_is_split_and_every_object_is_recorded_once() {
         let dir = tempfile::tempdir().unwrap();
-        let open = OpenOptions {
-            cache_dir: Some(dir.path().join("cache")),
-        };
-        let repo = Repository::init(
-            Arc::new(MemoryBackend::new()),
-            b"pw",
-            InitOptions::default(),
-            open,
-        )
-        .await
-        .unwrap();
+        let repo = new_repo(Arc::new(MemoryBackend::new()), dir.path()).await;
         let objects: BTreeMap<String, Vec<u8>> = (0..400)
             .map(|i| (format!("k/{i:04}"), format!("object {i}").into_bytes()))
             .collect();
@@ -695,13 +685,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_small_objects_keep_their_order_and_their_own_outcomes() {
         let dir = tempfile::tempdir().unwrap();
-        let open = OpenOptions {
-            cache_dir: Some(dir.path().join("cache")),
-        };
-        let backend = Arc::new(MemoryBackend::new());
-        let repo = Repository::init(backend, b"pw", InitOptions::default(), open)
-            .await
-            .unwrap();
+        let repo = new_repo(Arc::new(MemoryBackend::new()), dir.path()).await;
         // Small objects in runs, broken up by large ones (read alone) and
         // by keys whose every read fails.
         let objects: BTreeMap<String, Vec<u8>> = (0..300u32)
@@ -767,6 +751,28 @@ mod tests {
         out
     }
 
+    /// A new vault on `backend`, its index cache under `dir`.
+    async fn new_repo(backend: crate::backend::DynBackend, dir: &std::path::Path) -> Repository {
+        let open = OpenOptions {
+            cache_dir: Some(dir.join("cache")),
+        };
+        Repository::init(backend, b"pw", InitOptions::default(), open)
+            .await
+            .unwrap()
+    }
+
+    /// Every listing of `packs/` fails from now on.
+    fn fail_pack_listing(faulty: &crate::backend::faults::Faulty) {
+        use crate::backend::faults::{Fault, Op, Rule};
+        faulty.add(Rule {
+            op: Op::List,
+            prefix: "packs/".into(),
+            skip: 0,
+            times: u32::MAX,
+            fault: Fault::Error(ErrorKind::Io),
+        });
+    }
+
     /// A directory of `n` distinct small files.
     fn tree(n: usize) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -780,16 +786,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn packs_hold_no_more_blobs_than_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init(
-            Arc::new(MemoryBackend::new()),
-            b"pw",
-            InitOptions::default(),
-            OpenOptions {
-                cache_dir: Some(dir.path().join("cache")),
-            },
-        )
-        .await
-        .unwrap();
+        let repo = new_repo(Arc::new(MemoryBackend::new()), dir.path()).await;
         let data = tree(300);
         let opts = IngestOptions {
             pack_max_blobs: Some(50),
@@ -889,27 +886,12 @@ mod tests {
     /// pack.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pass_after_a_clean_commit_lists_no_packs() {
-        use crate::backend::faults::{Fault, Faulty, Op, Rule};
+        use crate::backend::faults::Faulty;
         use crate::manifest::pass::PassMarker;
         let dir = tempfile::tempdir().unwrap();
         let faulty = Arc::new(Faulty::new(Arc::new(MemoryBackend::new())));
-        faulty.add(Rule {
-            op: Op::List,
-            prefix: "packs/".into(),
-            skip: 0,
-            times: u32::MAX,
-            fault: Fault::Error(ErrorKind::Io),
-        });
-        let repo = Repository::init(
-            faulty.clone(),
-            b"pw",
-            InitOptions::default(),
-            OpenOptions {
-                cache_dir: Some(dir.path().join("cache")),
-            },
-        )
-        .await
-        .unwrap();
+        fail_pack_listing(&faulty);
+        let repo = new_repo(faulty.clone(), dir.path()).await;
         let data = tree(50);
         let opts = IngestOptions {
             pack_max_blobs: Some(10),
@@ -947,16 +929,7 @@ mod tests {
         use crate::backend::faults::{Fault, Faulty, Op, Rule};
         let dir = tempfile::tempdir().unwrap();
         let faulty = Arc::new(Faulty::new(Arc::new(MemoryBackend::new())));
-        let repo = Repository::init(
-            faulty.clone(),
-            b"pw",
-            InitOptions::default(),
-            OpenOptions {
-                cache_dir: Some(dir.path().join("cache")),
-            },
-        )
-        .await
-        .unwrap();
+        let repo = new_repo(faulty.clone(), dir.path()).await;
         let data = tree(50);
         let opts = IngestOptions {
             pack_max_blobs: Some(10),
@@ -1007,13 +980,7 @@ mod tests {
         }
         // Point 0 committed: the next pass has no mark to find.
         assert!(!repo.pass_marked(1).await.unwrap());
-        faulty.add(Rule {
-            op: Op::List,
-            prefix: "packs/".into(),
-            skip: 0,
-            times: u32::MAX,
-            fault: Fault::Error(ErrorKind::Io),
-        });
+        fail_pack_listing(&faulty);
         std::fs::write(data.path().join("f0007"), "changed").unwrap();
         let s = ingest(&repo, source, &opts, Arc::default()).await.unwrap();
         assert_eq!((s.seq, s.recovered_packs, s.packs_written), (1, 0, 1));
@@ -1024,29 +991,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_workers_leave_no_more_partial_packs_than_cores() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init(
-            Arc::new(MemoryBackend::new()),
-            b"pw",
-            InitOptions::default(),
-            OpenOptions {
-                cache_dir: Some(dir.path().join("cache")),
-            },
-        )
-        .await
-        .unwrap();
+        let repo = new_repo(Arc::new(MemoryBackend::new()), dir.path()).await;
         // Incompressible 32 KiB files: adding one takes long enough for
         // the workers to overlap.
         let data = tempfile::tempdir().unwrap();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
         for i in 0..400 {
-            let body: Vec<u8> = (0..32 << 10)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let body = crate::chunk::tests::pattern(32 << 10, 0x2545_f491_4f6c_dd1d + i);
             std::fs::write(data.path().join(format!("f{i:04}")), body).unwrap();
         }
         let opts = IngestOptions {
