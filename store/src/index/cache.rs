@@ -1,12 +1,18 @@
 //! The local index cache: a few sorted, fixed-width files.
 //!
 //! It lives outside the vault (the user's cache dir or `--cache-dir`) and
-//! is derived data: every file is checked (length and blake3 checksum)
-//! before use and the whole cache is rebuilt from the vault when one is
-//! missing or damaged. Lookups are positional reads: memory holds one key
-//! per 64 entries or more (at most 8 MiB per file) and a lookup reads one
-//! group of entries, so the index's pages sit in the kernel's page cache,
-//! not in the process, and nothing is loaded whole into RAM.
+//! is derived data, rebuilt from the vault when it is missing or damaged.
+//! Each file holds two sorted tables in checked blocks under fence levels
+//! (`table.rs`): the packs its entries point into and the entries, each
+//! with its pack's id. Opening a file checks its header and id lists and
+//! reads each table's top fence level (at most 8 MiB), never the whole
+//! file. Below the top, a block is checked when a lookup finds its answer
+//! there or a merge reads it (a miss costs one read and no hashing:
+//! damage can only turn a hit into a miss, which stores a blob again).
+//! A block that fails its check removes the cache's base file, so the
+//! next open rebuilds the cache from the vault. Memory holds no entry and
+//! no pack id: the index's pages sit in the kernel's page cache, not in
+//! the process, whatever the vault's size.
 //!
 //! The cache is a stack of *layers*: the base file and newer, smaller
 //! files beside it (`<base>.1`, `<base>.2`, …). Adding segments writes a
@@ -20,12 +26,15 @@
 //! Spec (informative, not part of the vault): `format-spec/SPEC.md#local-index-cache`.
 //!
 //! ```text
-//! 0   magic "STRACIX1"       8   version u32, reserved u32
+//! 0   magic "STRACIX1"       8   version u32 = 3, reserved u32
 //! 16  segment count u64      24  superseded count u64
 //! 32  pack count u64         40  entry count u64
-//! 48  blake3 of bytes 80..   80  segment ids, superseded segment ids,
-//!                                pack ids (32 each), entries (56 each,
-//!                                sorted by blob id)
+//! 48  reserved (48 zero bytes)
+//! 96  blake3 of bytes 0..96 and the segment and superseded ids
+//! 128 segment ids, superseded segment ids (32 each); the pack table
+//!     (pack ids, sorted); the entry table (84 bytes each, sorted by blob
+//!     id: blob id, pack id, offset u64, stored length u32, raw length
+//!     u32, compression u8, 3 reserved)
 //! ```
 //!
 //! `segments` are the vault segments whose entries the file holds;
@@ -36,36 +45,79 @@
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{decode_entry, encode_entry, IndexEntry, ENTRY_LEN};
+use super::table::{self, Shape, Table, TableWriter};
+use super::IndexEntry;
+use crate::compress::Compression;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{Reader, Writer};
 use crate::id::{BlobId, ObjectId};
 
 const MAGIC: [u8; 8] = *b"STRACIX1";
-const VERSION: u32 = 2;
-const HEADER_LEN: usize = 80;
+const VERSION: u32 = 3;
+const HEADER_LEN: usize = 128;
+/// Header bytes the head checksum covers (it follows them).
+const HEADER_CHECKED: usize = 96;
 
-/// Entries between two fences (the first of each group is a fence).
-const MIN_FENCE_SPACING: usize = 64;
-/// Fences kept per file at most (8 MiB of keys): a larger file spaces
-/// them wider, so memory stays bounded whatever the index's size.
-const MAX_FENCES: usize = 1 << 18;
+/// Sorted pack ids.
+const PACKS: Shape = Shape {
+    tag: 1,
+    width: 32,
+    per_block: 128,
+};
+/// Index entries, each with its pack's id.
+const ENTRIES: Shape = Shape {
+    tag: 2,
+    width: ENTRY_WIDTH,
+    per_block: 64,
+};
+/// Blob id, pack id, offset, stored length, raw length, compression, reserved.
+const ENTRY_WIDTH: usize = 32 + 32 + 8 + 4 + 4 + 1 + 3;
+
+fn encode_entry(e: &IndexEntry) -> Vec<u8> {
+    let mut w = Writer::with_capacity(ENTRY_WIDTH);
+    w.bytes(e.blob.as_bytes());
+    w.bytes(e.pack.as_bytes());
+    w.u64(e.offset);
+    w.u32(e.stored_len);
+    w.u32(e.raw_len);
+    w.u8(e.compression as u8);
+    w.bytes(&[0; 3]);
+    w.into_inner()
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<IndexEntry> {
+    let mut r = Reader::new(bytes);
+    let blob = BlobId(r.array::<32>("blob id")?);
+    let pack = ObjectId(r.array::<32>("pack id")?);
+    let offset = r.u64("offset")?;
+    let stored_len = r.u32("stored length")?;
+    let raw_len = r.u32("raw length")?;
+    let c = r.u8("compression")?;
+    let compression = Compression::from_u8(c)
+        .ok_or_else(|| Error::corrupt(format!("index cache entry has compression {c}")))?;
+    Ok(IndexEntry {
+        blob,
+        pack,
+        offset,
+        stored_len,
+        raw_len,
+        compression,
+    })
+}
 
 /// One layer: a read-only view of one cache file, read with positional
-/// reads. Memory holds its id tables and one key per group of entries
-/// (the fences); a lookup binary-searches the fences, then reads one group.
-/// The file's pages stay in the kernel's page cache, not in the process.
+/// reads. Memory holds its segment lists and the top fence level of each
+/// table; a lookup descends the fences, reading one checked block a level.
 struct CacheFile {
+    path: PathBuf,
     file: File,
     segments: Vec<ObjectId>,
     superseded: Vec<ObjectId>,
-    packs: Vec<ObjectId>,
-    entries: usize,
-    entries_start: u64,
-    spacing: usize,
-    fences: Vec<BlobId>,
+    packs: Table,
+    entries: Table,
 }
 
 impl CacheFile {
@@ -73,208 +125,152 @@ impl CacheFile {
     /// when damaged (the caller rebuilds).
     fn open(path: &Path) -> Result<Self> {
         let file = File::open(path)?;
-        Self::check(file).map_err(|e| e.context(format!("index cache {}", path.display())))
+        Self::check(path, file).map_err(|e| e.context(format!("index cache {}", path.display())))
     }
 
-    /// Reads the header, streams the body through blake3 (collecting the
-    /// id tables and fences), and compares it with the checksum.
-    fn check(file: File) -> Result<Self> {
+    /// Checks the header, its length and id lists, and opens the tables.
+    fn check(path: &Path, file: File) -> Result<Self> {
+        use std::os::unix::fs::FileExt;
         let len = file.metadata()?.len();
-        let mut input = std::io::BufReader::with_capacity(1 << 20, &file);
         let mut header = [0u8; HEADER_LEN];
-        read_exact(&mut input, &mut header)?;
+        file.read_exact_at(&mut header, 0).map_err(truncated)?;
         let mut r = Reader::new(&header);
         if r.array::<8>("magic")? != MAGIC {
             return Err(Error::corrupt("not an index cache"));
         }
-        if r.u32("version")? != VERSION {
+        let version = r.u32("version")?;
+        if version != VERSION {
             return Err(Error::new(
                 ErrorKind::UnsupportedVersion,
-                "index cache version",
+                format!("index cache version {version}, this build reads {VERSION}"),
             ));
         }
         r.u32("reserved")?;
-        let counts = [
+        let [segments, superseded, packs, entries] = [
             r.u64("segments")?,
             r.u64("superseded")?,
             r.u64("packs")?,
             r.u64("entries")?,
         ];
-        let checksum = r.array::<32>("checksum")?;
-        let [segments, superseded, packs, entries] =
-            counts.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
-        let ids = segments
+        let checksum = header.get(HEADER_CHECKED..).unwrap_or_default();
+        let ids_len = segments
             .checked_add(superseded)
-            .and_then(|n| n.checked_add(packs));
-        let expected = ids
             .and_then(|n| n.checked_mul(32))
-            .and_then(|n| n.checked_add(entries.checked_mul(ENTRY_LEN)?))
-            .and_then(|n| n.checked_add(HEADER_LEN));
-        if expected.map(|n| n as u64) != Some(len) {
+            .filter(|&n| n <= len)
+            .ok_or_else(|| Error::corrupt("index cache header counts are out of range"))?;
+        // No more records than the file has room for (and so no overflow
+        // in the sizes below).
+        if packs > len / PACKS.width as u64 || entries > len / ENTRIES.width as u64 {
+            return Err(Error::corrupt("index cache header counts are out of range"));
+        }
+        let packs_start = HEADER_LEN as u64 + ids_len;
+        let expected = [
+            table::stored_len(PACKS, packs),
+            table::stored_len(ENTRIES, entries),
+        ]
+        .into_iter()
+        .try_fold(packs_start, u64::checked_add);
+        if expected != Some(len) {
             return Err(Error::corrupt(format!(
                 "index cache is {len} bytes, its header says otherwise"
             )));
         }
+        let mut ids = vec![0u8; ids_len as usize];
+        file.read_exact_at(&mut ids, HEADER_LEN as u64)
+            .map_err(truncated)?;
         let mut hasher = blake3::Hasher::new();
-        let mut read_ids = |n: usize| -> Result<Vec<ObjectId>> {
-            let mut out = Vec::with_capacity(n);
+        hasher.update(header.get(..HEADER_CHECKED).unwrap_or_default());
+        hasher.update(&ids);
+        if hasher.finalize().as_bytes().as_slice() != checksum {
+            return Err(Error::corrupt("index cache header checksum mismatch"));
+        }
+        let mut ids = ids.chunks_exact(32).map(|c| {
             let mut id = [0u8; 32];
-            for _ in 0..n {
-                read_exact(&mut input, &mut id)?;
-                hasher.update(&id);
-                out.push(ObjectId(id));
-            }
-            Ok(out)
-        };
-        let (segments, superseded, packs) =
-            (read_ids(segments)?, read_ids(superseded)?, read_ids(packs)?);
-        let spacing = MIN_FENCE_SPACING.max(entries.div_ceil(MAX_FENCES));
-        let mut fences = Vec::with_capacity(entries.div_ceil(spacing));
-        let mut entry = [0u8; ENTRY_LEN];
-        for i in 0..entries {
-            read_exact(&mut input, &mut entry)?;
-            hasher.update(&entry);
-            if i % spacing == 0 {
-                let mut key = [0u8; 32];
-                key.copy_from_slice(entry.get(..32).unwrap_or(&[0; 32]));
-                fences.push(BlobId(key));
-            }
-        }
-        if *hasher.finalize().as_bytes() != checksum {
-            return Err(Error::corrupt("index cache checksum mismatch"));
-        }
-        let entries_start =
-            (HEADER_LEN + (segments.len() + superseded.len() + packs.len()) * 32) as u64;
-        drop(input);
+            id.copy_from_slice(c);
+            ObjectId(id)
+        });
+        let segments = ids.by_ref().take(segments as usize).collect();
+        let superseded = ids.collect();
+        let packs = Table::open(&file, PACKS, packs_start, packs)?;
+        let entries = Table::open(&file, ENTRIES, packs.end(), entries)?;
         Ok(CacheFile {
+            path: path.to_path_buf(),
             file,
             segments,
             superseded,
             packs,
             entries,
-            entries_start,
-            spacing,
-            fences,
         })
     }
 
-    /// The segments this file was built from.
-    fn segments(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        self.segments.iter().copied()
-    }
-
-    /// Segments whose entries a merged segment holds.
-    fn superseded(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        self.superseded.iter().copied()
-    }
-
-    /// The packs its entries point into.
-    fn packs(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        self.packs.iter().copied()
-    }
-
-    /// Reads entries `first..first + n` (raw bytes).
-    fn read_entries(&self, first: usize, n: usize) -> Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; n * ENTRY_LEN];
-        self.file
-            .read_exact_at(&mut buf, self.entries_start + (first * ENTRY_LEN) as u64)?;
-        Ok(buf)
-    }
-
-    fn decode(&self, bytes: &[u8], i: usize) -> Result<IndexEntry> {
-        let (mut e, ordinal) = decode_entry(&mut Reader::new(bytes))?;
-        e.pack = *self
-            .packs
-            .get(ordinal as usize)
-            .ok_or_else(|| Error::corrupt(format!("index cache entry {i} names pack {ordinal}")))?;
-        Ok(e)
+    /// Entries in the file.
+    fn len(&self) -> usize {
+        usize::try_from(self.entries.records()).unwrap_or(usize::MAX)
     }
 
     /// Where `blob` is stored, if this file knows it.
-    fn lookup(&self, blob: &BlobId) -> Option<IndexEntry> {
-        let group = self.fences.partition_point(|f| f <= blob).checked_sub(1)?;
-        let first = group * self.spacing;
-        let n = self.spacing.min(self.entries - first);
-        let bytes = match self.read_entries(first, n) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "index cache read failed");
-                return None;
-            }
-        };
-        let (mut lo, mut hi) = (0usize, n);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let at = mid * ENTRY_LEN;
-            let entry = bytes.get(at..at + ENTRY_LEN).unwrap_or_default();
-            match entry
-                .get(..32)
-                .unwrap_or_default()
-                .cmp(blob.as_bytes().as_slice())
-            {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return self.decode(entry, first + mid).ok(),
-            }
-        }
-        None
+    fn lookup(&self, blob: &BlobId) -> Result<Option<IndexEntry>> {
+        self.entries
+            .find(&self.file, blob.as_bytes())?
+            .map(|r| decode_entry(&r))
+            .transpose()
     }
 
-    /// All entries in blob-id order, read a group at a time.
-    fn iter(&self) -> impl Iterator<Item = Result<IndexEntry>> + '_ {
-        const GROUP: usize = 4096;
-        (0..self.entries.div_ceil(GROUP)).flat_map(move |g| {
-            let first = g * GROUP;
-            let n = GROUP.min(self.entries - first);
-            let group: Vec<Result<IndexEntry>> = match self.read_entries(first, n) {
-                Ok(bytes) => bytes
-                    .chunks_exact(ENTRY_LEN)
-                    .enumerate()
-                    .map(|(k, e)| self.decode(e, first + k))
-                    .collect(),
-                Err(e) => vec![Err(e)],
+    /// True when an entry of this file points into `pack`.
+    fn knows_pack(&self, pack: &ObjectId) -> Result<bool> {
+        Ok(self.packs.find(&self.file, pack.as_bytes())?.is_some())
+    }
+
+    /// All records of `table`, a batch of blocks at a time, decoded.
+    fn records<'a, T: 'a>(
+        &'a self,
+        table: &'a Table,
+        decode: impl Fn(&[u8]) -> Result<T> + 'a,
+    ) -> impl Iterator<Item = Result<T>> + 'a {
+        const BLOCKS: u64 = 64;
+        let width = table.width();
+        (0..table.blocks().div_ceil(BLOCKS)).flat_map(move |b| {
+            let batch: Vec<Result<T>> = match table.read_records(&self.file, b * BLOCKS, BLOCKS) {
+                Ok(bytes) => bytes.chunks_exact(width).map(&decode).collect(),
+                Err(e) => vec![Err(
+                    e.context(format!("index cache {}", self.path.display()))
+                )],
             };
-            group
+            batch
+        })
+    }
+
+    /// All entries in blob-id order.
+    fn iter(&self) -> impl Iterator<Item = Result<IndexEntry>> + '_ {
+        self.records(&self.entries, decode_entry)
+    }
+
+    /// The packs its entries point into, in id order.
+    fn packs(&self) -> impl Iterator<Item = Result<ObjectId>> + '_ {
+        self.records(&self.packs, |b| {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(b.get(..32).unwrap_or(&[0; 32]));
+            Ok(ObjectId(id))
         })
     }
 }
 
-fn read_exact(input: &mut impl std::io::Read, buf: &mut [u8]) -> Result<()> {
-    input.read_exact(buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt("index cache truncated")
-        } else {
-            Error::from(e)
-        }
-    })
-}
-
-/// The id tables at the head of a cache file.
-struct IdTables {
-    segments: Vec<ObjectId>,
-    superseded: Vec<ObjectId>,
-    /// Sorted; entries name their pack by its place here.
-    packs: Vec<ObjectId>,
-}
-
-impl IdTables {
-    /// The tables of a file holding both `older`'s entries and `newer`'s.
-    fn merged(older: &CacheFile, newer: &CacheFile) -> IdTables {
-        IdTables {
-            segments: union(older.segments().chain(newer.segments())),
-            superseded: union(older.superseded().chain(newer.superseded())),
-            packs: union(older.packs().chain(newer.packs())),
-        }
+fn truncated(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::corrupt("index cache truncated")
+    } else {
+        Error::from(e)
     }
 }
 
 /// Writes one cache file at `path` (atomically: temp file, fsync, rename)
-/// holding `entries`, which come sorted by blob id (of a blob met twice
-/// in a row, the first is kept) and point only into `ids.packs`.
+/// holding `packs` and `entries`, both sorted (of a pack or blob met twice
+/// in a row, the first is kept).
 fn write_file(
     path: &Path,
-    ids: &IdTables,
+    segments: &[ObjectId],
+    superseded: &[ObjectId],
+    packs: impl Iterator<Item = Result<ObjectId>>,
     entries: impl Iterator<Item = Result<IndexEntry>>,
 ) -> Result<()> {
     let dir = path
@@ -282,7 +278,7 @@ fn write_file(
         .ok_or_else(|| Error::config("index cache path has no parent"))?;
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    match write_to(&tmp, ids, entries) {
+    match write_to(&tmp, dir, segments, superseded, packs, entries) {
         Ok(()) => Ok(std::fs::rename(&tmp, path)?),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -293,31 +289,35 @@ fn write_file(
 
 fn write_to(
     tmp: &Path,
-    ids: &IdTables,
+    dir: &Path,
+    segments: &[ObjectId],
+    superseded: &[ObjectId],
+    packs: impl Iterator<Item = Result<ObjectId>>,
     entries: impl Iterator<Item = Result<IndexEntry>>,
 ) -> Result<()> {
-    let IdTables {
-        segments,
-        superseded,
-        packs,
-    } = ids;
-    let mut ordinals = std::collections::HashMap::with_capacity(packs.len());
-    for (i, p) in packs.iter().enumerate() {
-        ordinals.insert(
-            *p,
-            u32::try_from(i).map_err(|_| Error::config("too many packs"))?,
-        );
-    }
-    let file = File::create(tmp)?;
-    let mut out = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: blake3::Hasher::new(),
-    };
-    out.inner.write_all(&[0u8; HEADER_LEN])?;
-    for id in segments.iter().chain(superseded.iter()).chain(packs.iter()) {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+    out.write_all(&[0u8; HEADER_LEN])?;
+    for id in segments.iter().chain(superseded) {
         out.write_all(id.as_bytes())?;
     }
-    let mut count = 0u64;
+    let mut pack_table = TableWriter::new(PACKS, dir);
+    let mut last: Option<ObjectId> = None;
+    for p in packs {
+        let p = p?;
+        if last == Some(p) {
+            continue;
+        }
+        if last.is_some_and(|l| l > p) {
+            return Err(Error::new(
+                ErrorKind::Io,
+                "index cache packs out of order (a bug)",
+            ));
+        }
+        last = Some(p);
+        pack_table.push(p.as_bytes(), &mut out)?;
+    }
+    let pack_count = pack_table.finish(&mut out)?;
+    let mut entry_table = TableWriter::new(ENTRIES, dir);
     let mut last: Option<BlobId> = None;
     for e in entries {
         let e = e?;
@@ -331,27 +331,28 @@ fn write_to(
             ));
         }
         last = Some(e.blob);
-        let mut buf = Writer::with_capacity(ENTRY_LEN);
-        encode_entry(&mut buf, &e, ordinal_of(&ordinals, &e.pack)?);
-        out.write_all(&buf.into_inner())?;
-        count += 1;
+        entry_table.push(&encode_entry(&e), &mut out)?;
     }
-    let checksum = out.hasher.finalize();
-    let mut file = out
-        .inner
-        .into_inner()
-        .map_err(|e| Error::from(e.into_error()))?;
+    let entry_count = entry_table.finish(&mut out)?;
+    let mut file = out.into_inner().map_err(|e| Error::from(e.into_error()))?;
     let mut w = Writer::with_capacity(HEADER_LEN);
     w.bytes(&MAGIC);
     w.u32(VERSION);
     w.u32(0);
     w.u64(segments.len() as u64);
     w.u64(superseded.len() as u64);
-    w.u64(packs.len() as u64);
-    w.u64(count);
-    w.bytes(checksum.as_bytes());
+    w.u64(pack_count);
+    w.u64(entry_count);
+    w.bytes(&[0; HEADER_CHECKED - 48]);
+    let mut header = w.into_inner();
+    let mut head = blake3::Hasher::new();
+    head.update(&header);
+    for id in segments.iter().chain(superseded) {
+        head.update(id.as_bytes());
+    }
+    header.extend_from_slice(head.finalize().as_bytes());
     file.seek(SeekFrom::Start(0))?;
-    file.write_all(&w.into_inner())?;
+    file.write_all(&header)?;
     file.sync_all()?;
     Ok(())
 }
@@ -362,31 +363,30 @@ fn union(ids: impl Iterator<Item = ObjectId>) -> Vec<ObjectId> {
     set.into_iter().collect()
 }
 
-/// Entries of several sorted sources merged in blob order; of a blob in
+/// Items of several sorted sources merged in key order; of a key in
 /// several, the first source's.
-struct MergeIter<I: Iterator<Item = Result<IndexEntry>>> {
+struct MergeIter<T, K: Ord + Copy, I: Iterator<Item = Result<T>>> {
     heads: Vec<std::iter::Peekable<I>>,
+    key: fn(&T) -> K,
 }
 
-impl<I: Iterator<Item = Result<IndexEntry>>> Iterator for MergeIter<I> {
-    type Item = Result<IndexEntry>;
+impl<T, K: Ord + Copy, I: Iterator<Item = Result<T>>> Iterator for MergeIter<T, K, I> {
+    type Item = Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut best: Option<(usize, BlobId)> = None;
+        let key = self.key;
+        let mut best: Option<(usize, K)> = None;
         for (i, h) in self.heads.iter_mut().enumerate() {
             match h.peek() {
                 Some(Err(_)) => return h.next(),
-                Some(Ok(e)) if best.is_none_or(|(_, b)| e.blob < b) => best = Some((i, e.blob)),
+                Some(Ok(t)) if best.is_none_or(|(_, b)| key(t) < b) => best = Some((i, key(t))),
                 _ => {}
             }
         }
-        let (i, blob) = best?;
+        let (i, k) = best?;
         let out = self.heads.get_mut(i)?.next();
         for h in &mut self.heads {
-            while h
-                .next_if(|e| matches!(e, Ok(e) if e.blob == blob))
-                .is_some()
-            {}
+            while h.next_if(|t| matches!(t, Ok(t) if key(t) == k)).is_some() {}
         }
         out
     }
@@ -396,6 +396,8 @@ impl<I: Iterator<Item = Result<IndexEntry>>> Iterator for MergeIter<I> {
 #[derive(Clone)]
 pub struct IndexCache {
     layers: Vec<Arc<CacheFile>>,
+    /// Set once a block failed its check (the base file is then removed).
+    damaged: Arc<AtomicBool>,
 }
 
 /// Layers beyond this are merged whatever their sizes.
@@ -415,10 +417,14 @@ fn layer_path(base: &Path, i: usize) -> PathBuf {
 impl IndexCache {
     /// An empty cache (a new vault, or before the first build).
     pub fn empty() -> Self {
-        IndexCache { layers: Vec::new() }
+        IndexCache {
+            layers: Vec::new(),
+            damaged: Arc::default(),
+        }
     }
 
-    /// Opens and checks the cache at `base` and the layers beside it.
+    /// Opens the cache at `base` and the layers beside it, checking their
+    /// headers and top fences (the blocks below are checked when used).
     /// `NotFound` when absent, `Corrupt` when a layer is damaged (the
     /// caller rebuilds).
     pub fn open(base: &Path) -> Result<Self> {
@@ -431,7 +437,10 @@ impl IndexCache {
                 Err(e) => return Err(e),
             }
         }
-        Ok(IndexCache { layers })
+        Ok(IndexCache {
+            layers,
+            damaged: Arc::default(),
+        })
     }
 
     /// Number of layers (files) the cache has.
@@ -442,7 +451,7 @@ impl IndexCache {
     /// Number of entries over all layers (a blob two layers know counts
     /// twice; merges drop such repeats).
     pub fn len(&self) -> usize {
-        self.layers.iter().map(|l| l.entries).sum()
+        self.layers.iter().map(|l| l.len()).sum()
     }
 
     /// True when it knows no blob.
@@ -450,24 +459,31 @@ impl IndexCache {
         self.len() == 0
     }
 
+    /// True once a block of it failed its check: its base file is gone,
+    /// so the next open rebuilds it from the vault.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
     /// The segments this cache was built from.
     pub fn segments(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        self.layers.iter().flat_map(|l| l.segments())
+        self.layers.iter().flat_map(|l| l.segments.iter().copied())
     }
 
     /// Segments whose entries a merged segment holds.
     pub fn superseded(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        self.layers.iter().flat_map(|l| l.superseded())
+        self.layers
+            .iter()
+            .flat_map(|l| l.superseded.iter().copied())
     }
 
-    /// The packs its entries point into.
-    pub fn packs(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        self.layers.iter().flat_map(|l| l.packs())
-    }
-
-    /// Where `blob` is stored, if known (the oldest layer's answer).
+    /// Where `blob` is stored, if known (the oldest layer's answer). A
+    /// damaged block answers "not known" (see [`IndexCache::is_damaged`]):
+    /// an ingest then stores the blob again, a reader refreshes.
     pub fn lookup(&self, blob: &BlobId) -> Option<IndexEntry> {
-        self.layers.iter().find_map(|l| l.lookup(blob))
+        self.layers
+            .iter()
+            .find_map(|l| l.lookup(blob).unwrap_or_else(|e| self.damage(l, &e)))
     }
 
     /// True when `blob` is known.
@@ -475,17 +491,46 @@ impl IndexCache {
         self.lookup(blob).is_some()
     }
 
+    /// True when an entry points into `pack` (a damaged block: false, and
+    /// the pack's trailer is read again).
+    pub fn knows_pack(&self, pack: &ObjectId) -> bool {
+        self.layers.iter().any(|l| {
+            l.knows_pack(pack)
+                .unwrap_or_else(|e| self.damage::<()>(l, &e).is_some())
+        })
+    }
+
+    /// Records that `layer` has a damaged block: removes the base file so
+    /// that the next open rebuilds the cache, and says so once.
+    fn damage<T>(&self, layer: &CacheFile, e: &Error) -> Option<T> {
+        if !self.damaged.swap(true, Ordering::Relaxed) {
+            let base = self.layers.first().map(|l| l.path.clone());
+            if let Some(base) = &base {
+                let _ = std::fs::remove_file(base);
+            }
+            tracing::error!(
+                file = %layer.path.display(),
+                error = %e,
+                "index cache damaged: removed, the next open rebuilds it from the vault"
+            );
+        }
+        None
+    }
+
     /// All entries in blob-id order, each blob once.
     pub fn iter(&self) -> impl Iterator<Item = Result<IndexEntry>> + '_ {
         MergeIter {
             heads: self.layers.iter().map(|l| l.iter().peekable()).collect(),
+            key: |e: &IndexEntry| e.blob,
         }
     }
 
     /// Adds a layer at `base` holding `segments`, `superseded` and
     /// `entries` (sorted by blob id), merges layers as the sizes call for,
     /// and returns the cache with it. An empty cache writes the base file
-    /// and removes any layers a previous cache left beside it.
+    /// and removes any layers a previous cache left beside it. A merge
+    /// that meets a damaged block leaves the layers unmerged (the cache is
+    /// then marked damaged and rebuilt at the next open).
     pub fn add_layer(
         &self,
         base: &Path,
@@ -494,63 +539,63 @@ impl IndexCache {
         entries: &[IndexEntry],
     ) -> Result<IndexCache> {
         let n = self.layers.len();
-        let ids = IdTables {
-            segments: segments.to_vec(),
-            superseded: superseded.to_vec(),
-            packs: union(entries.iter().map(|e| e.pack)),
-        };
         let path = layer_path(base, n);
-        write_file(&path, &ids, entries.iter().map(|e| Ok(*e)))?;
+        write_file(
+            &path,
+            segments,
+            superseded,
+            union(entries.iter().map(|e| e.pack)).into_iter().map(Ok),
+            entries.iter().map(|e| Ok(*e)),
+        )?;
         if n == 0 {
             let mut i = 1;
             while std::fs::remove_file(layer_path(base, i)).is_ok() {
                 i += 1;
             }
         }
-        let mut layers = self.layers.clone();
-        layers.push(Arc::new(CacheFile::open(&path)?));
-        while let [.., older, newer] = layers.as_slice() {
-            if newer.entries * 4 < older.entries && layers.len() <= MAX_LAYERS {
+        let mut cache = IndexCache {
+            layers: self.layers.clone(),
+            damaged: self.damaged.clone(),
+        };
+        cache.layers.push(Arc::new(CacheFile::open(&path)?));
+        while let [.., older, newer] = cache.layers.as_slice() {
+            if newer.len() * 4 < older.len() && cache.layers.len() <= MAX_LAYERS {
+                break;
+            }
+            if cache.is_damaged() {
                 break;
             }
             let (older, newer) = (older.clone(), newer.clone());
-            let i = layers.len() - 2;
+            let i = cache.layers.len() - 2;
             let path = layer_path(base, i);
-            write_file(
+            let merged = write_file(
                 &path,
-                &IdTables::merged(&older, &newer),
+                &union(older.segments.iter().chain(&newer.segments).copied()),
+                &union(older.superseded.iter().chain(&newer.superseded).copied()),
+                MergeIter {
+                    heads: vec![older.packs().peekable(), newer.packs().peekable()],
+                    key: |p: &ObjectId| *p,
+                },
                 MergeIter {
                     heads: vec![older.iter().peekable(), newer.iter().peekable()],
+                    key: |e: &IndexEntry| e.blob,
                 },
-            )?;
+            );
+            match merged {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    cache.damage::<()>(&newer, &e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
             // A crash before this removal leaves the newer layer's entries
             // twice: harmless, the next merge drops them.
             std::fs::remove_file(layer_path(base, i + 1))?;
-            layers.truncate(i);
-            layers.push(Arc::new(CacheFile::open(&path)?));
+            cache.layers.truncate(i);
+            cache.layers.push(Arc::new(CacheFile::open(&path)?));
         }
-        Ok(IndexCache { layers })
-    }
-}
-
-fn ordinal_of(map: &std::collections::HashMap<ObjectId, u32>, pack: &ObjectId) -> Result<u32> {
-    map.get(pack).copied().ok_or_else(|| {
-        Error::corrupt(format!(
-            "pack {} missing from the cache's pack table",
-            pack.short()
-        ))
-    })
-}
-
-struct HashingWriter {
-    inner: BufWriter<File>,
-    hasher: blake3::Hasher,
-}
-
-impl HashingWriter {
-    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.hasher.update(b);
-        self.inner.write_all(b)
+        Ok(cache)
     }
 }
 
@@ -608,6 +653,158 @@ mod tests {
         );
         std::fs::write(&path, &bytes[..50]).unwrap();
         assert!(IndexCache::open(&path).is_err());
+    }
+
+    /// Entry `i` of a large layer: distinct blobs spread over the id space.
+    fn spread(i: u32) -> IndexEntry {
+        let mut blob = [0u8; 32];
+        let mut n = i.to_le_bytes();
+        n.reverse(); // sorted as numbers
+        blob[..4].copy_from_slice(&n);
+        IndexEntry {
+            blob: BlobId(blob),
+            pack: ObjectId([(i % 7) as u8; 32]),
+            ..e(0, 0)
+        }
+    }
+
+    /// Flips a byte inside the entry of `blob` in the file at `path`.
+    fn damage_entry(path: &Path, blob: &BlobId) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes
+            .windows(32)
+            .position(|w| w == blob.as_bytes())
+            .unwrap();
+        bytes[at + 40] ^= 1;
+        std::fs::write(path, &bytes).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_block_is_caught_by_the_lookup_that_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.cache");
+        let entries: Vec<IndexEntry> = (0..1000).map(spread).collect();
+        IndexCache::empty()
+            .add_layer(&path, &[ObjectId([1; 32])], &[], &entries)
+            .unwrap();
+        damage_entry(&path, &spread(500).blob);
+        // Opening reads the header and the top fences, not the block.
+        let c = IndexCache::open(&path).unwrap();
+        assert_eq!(c.lookup(&spread(10).blob), Some(spread(10)));
+        assert!(!c.is_damaged());
+        assert_eq!(c.lookup(&spread(500).blob), None);
+        assert!(c.is_damaged());
+        // The base is gone, so the next open rebuilds from the vault.
+        assert_eq!(
+            IndexCache::open(&path).err().unwrap().kind(),
+            ErrorKind::NotFound
+        );
+        // Blocks that pass their check still answer.
+        assert_eq!(c.lookup(&spread(999).blob), Some(spread(999)));
+        assert!(c.knows_pack(&ObjectId([3; 32])));
+        assert!(!c.knows_pack(&ObjectId([9; 32])));
+        assert!(c.iter().any(|r| r.is_err()));
+    }
+
+    #[test]
+    fn a_merge_that_meets_a_damaged_block_keeps_the_layers_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.cache");
+        let entries: Vec<IndexEntry> = (0..1000).map(spread).collect();
+        IndexCache::empty()
+            .add_layer(&path, &[ObjectId([1; 32])], &[], &entries)
+            .unwrap();
+        damage_entry(&path, &spread(500).blob);
+        let c = IndexCache::open(&path).unwrap();
+        // 400 new entries on 1000: a merge, which reads the damaged block.
+        let newer: Vec<IndexEntry> = (1000..1400).map(spread).collect();
+        let c = c
+            .add_layer(&path, &[ObjectId([2; 32])], &[], &newer)
+            .unwrap();
+        assert!(c.is_damaged());
+        assert_eq!(c.layers(), 2);
+        assert_eq!(c.lookup(&spread(1300).blob), Some(spread(1300)));
+        assert_eq!(c.lookup(&spread(3).blob), Some(spread(3)));
+        assert_eq!(
+            IndexCache::open(&path).err().unwrap().kind(),
+            ErrorKind::NotFound
+        );
+        // Rebuilt from scratch: the layer left beside the old base goes.
+        let fresh = IndexCache::empty()
+            .add_layer(&path, &[ObjectId([1; 32])], &[], &entries)
+            .unwrap();
+        assert_eq!(fresh.layers(), 1);
+        assert_eq!(IndexCache::open(&path).unwrap().layers(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever bytes are flipped, the cache refuses to open, or each
+        /// lookup answers the written entry or nothing: damage never makes
+        /// an entry up or moves one.
+        #[test]
+        fn damage_never_invents_or_moves_an_entry(
+            n in 0u32..700,
+            flips in proptest::collection::vec((proptest::prelude::any::<u64>(), 1u8..=255), 1..6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("index.cache");
+            let entries: Vec<IndexEntry> = (0..n).map(spread).collect();
+            IndexCache::empty()
+                .add_layer(&path, &[ObjectId([1; 32])], &[], &entries)
+                .unwrap();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let len = bytes.len() as u64;
+            for (at, x) in flips {
+                bytes[(at % len) as usize] ^= x;
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let Ok(c) = IndexCache::open(&path) else {
+                return Ok(());
+            };
+            for i in 0..n + 100 {
+                let found = c.lookup(&spread(i).blob);
+                proptest::prop_assert!(found.is_none() || (i < n && found == Some(spread(i))));
+            }
+            for p in 0..10u8 {
+                proptest::prop_assert!(!c.knows_pack(&ObjectId([p; 32])) || (u32::from(p) < n.min(7)));
+            }
+            for e in c.iter().flatten() {
+                proptest::prop_assert!(entries.binary_search_by_key(&e.blob, |x| x.blob).is_ok_and(|i| entries[i] == e));
+            }
+        }
+    }
+
+    #[test]
+    fn counts_larger_than_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.cache");
+        IndexCache::empty()
+            .add_layer(&path, &[], &[], &[e(1, 1)])
+            .unwrap();
+        let good = std::fs::read(&path).unwrap();
+        for field in [16, 24, 32, 40] {
+            let mut bytes = good.clone();
+            bytes[field + 7] ^= 0x2f;
+            std::fs::write(&path, &bytes).unwrap();
+            let err = IndexCache::open(&path).err().unwrap();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        }
+    }
+
+    #[test]
+    fn an_older_version_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.cache");
+        IndexCache::empty()
+            .add_layer(&path, &[], &[], &[e(1, 1)])
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8] = 2;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = IndexCache::open(&path).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
+        assert!(err.to_string().contains("version 2"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
 pub mod cache;
+mod table;
 
 use crate::compress::Compression;
 use crate::error::{DecodeError, Error, Result};

@@ -118,9 +118,8 @@ impl Repository {
             .damaged_segments
             .retain(|(seg, _)| !superseded.contains(seg));
         if scan_packs || !report.damaged_segments.is_empty() {
-            let known: HashSet<ObjectId> = cache.packs().collect();
             for pack in self.list_packs().await? {
-                if known.contains(&pack) {
+                if cache.knows_pack(&pack) {
                     continue;
                 }
                 match self.read_trailer(&pack).await {
@@ -385,5 +384,41 @@ mod tests {
         for i in 0..20u8 {
             assert_eq!(cold.index().lookup(&BlobId([i; 32])), Some(entry(i)));
         }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_cache_block_makes_the_next_refresh_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: crate::backend::DynBackend = Arc::new(MemoryBackend::new());
+        let open = || OpenOptions {
+            cache_dir: Some(dir.path().to_path_buf()),
+        };
+        let repo = Repository::init(backend.clone(), b"pw", InitOptions::default(), open())
+            .await
+            .unwrap();
+        let req = CommitRequest {
+            index_entries: (0..50u8).map(entry).collect(),
+            ..Default::default()
+        };
+        repo.commit(None, req).await.unwrap();
+        drop(repo);
+
+        let repo = Repository::open(backend, b"pw", open()).await.unwrap();
+        let path = repo.cache_path().to_path_buf();
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Blob 7's entry: its blob and pack ids, both sevens.
+        let at = bytes.windows(64).position(|w| w == [7u8; 64]).unwrap();
+        bytes[at + 70] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let r = repo.refresh_index(false).await.unwrap();
+        assert_eq!(r.segments_added, 0, "the damage is not read at open");
+        assert_eq!(repo.blob_entry(&BlobId([7; 32])), None);
+        assert!(repo.index().is_damaged());
+        let r = repo.refresh_index(false).await.unwrap();
+        assert_eq!(r.segments_added, 1, "rebuilt from the vault");
+        for i in 0..50u8 {
+            assert_eq!(repo.blob_entry(&BlobId([i; 32])), Some(entry(i)));
+        }
+        assert!(!repo.index().is_damaged());
     }
 }
