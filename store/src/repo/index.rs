@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use futures::{stream, StreamExt};
+
 use super::{pack_id_from_name, pack_name, segment_name, Repository};
 use crate::backend::ByteRange;
 use crate::error::{Error, ErrorKind, Result};
@@ -37,6 +39,15 @@ pub struct IndexRefresh {
 
 /// Entries per merge batch, so a rebuild never holds the whole index in RAM.
 const MERGE_BATCH: usize = 1 << 18;
+
+/// Pack shards listed ahead of the one being checked.
+const SHARDS_AHEAD: usize = 8;
+
+/// The prefixes packs are stored under, `packs/00/` to `packs/ff/` (see
+/// [`pack_name`]).
+pub fn pack_shards() -> impl Iterator<Item = String> {
+    (0..=u8::MAX).map(|b| format!("packs/{b:02x}/"))
+}
 
 impl Repository {
     /// Opens the cache file, rebuilding it if damaged.
@@ -118,10 +129,16 @@ impl Repository {
             .damaged_segments
             .retain(|(seg, _)| !superseded.contains(seg));
         if scan_packs || !report.damaged_segments.is_empty() {
-            for pack in self.list_packs().await? {
-                if cache.knows_pack(&pack) {
-                    continue;
-                }
+            // A shard at a time (a few listed ahead), so memory holds a
+            // 256th of the vault's pack names, not all of them.
+            let mut shards = stream::iter(pack_shards())
+                .map(|prefix| async move { self.list_pack_shard(&prefix).await })
+                .buffered(SHARDS_AHEAD);
+            let mut unknown = Vec::new();
+            while let Some(shard) = shards.next().await {
+                unknown.extend(shard?.into_iter().filter(|p| !cache.knows_pack(p)));
+            }
+            for pack in unknown {
                 match self.read_trailer(&pack).await {
                     Ok(entries) => {
                         report.recovered_packs.push(pack);
@@ -166,6 +183,17 @@ impl Repository {
             .await?
             .iter()
             .filter_map(|l| Some((l.name.strip_prefix("index/")?.parse().ok()?, l.size)))
+            .collect())
+    }
+
+    /// Packs in the vault under `prefix` (one of [`pack_shards`]).
+    pub async fn list_pack_shard(&self, prefix: &str) -> Result<Vec<ObjectId>> {
+        Ok(self
+            .backend
+            .list(prefix)
+            .await?
+            .iter()
+            .filter_map(|l| pack_id_from_name(&l.name))
             .collect())
     }
 
@@ -383,6 +411,20 @@ mod tests {
         assert_eq!(r.segments_added, 5);
         for i in 0..20u8 {
             assert_eq!(cold.index().lookup(&BlobId([i; 32])), Some(entry(i)));
+        }
+    }
+
+    #[test]
+    fn every_pack_name_falls_in_exactly_one_shard() {
+        let shards: Vec<String> = pack_shards().collect();
+        assert_eq!(shards.len(), 256);
+        for b in [0u8, 1, 0x7f, 0xa5, 0xff] {
+            let name = pack_name(&ObjectId([b; 32]));
+            assert_eq!(
+                shards.iter().filter(|s| name.starts_with(*s)).count(),
+                1,
+                "{name}"
+            );
         }
     }
 
