@@ -36,6 +36,17 @@ pub enum ErrorKind {
     Cancelled,
 }
 
+impl ErrorKind {
+    /// True when the bytes read are damaged (or of a format this build
+    /// does not read): what `verify` reports and exit code 3 means.
+    pub fn is_damage(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Corrupt | ErrorKind::Crypto | ErrorKind::UnsupportedVersion
+        )
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {

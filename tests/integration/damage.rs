@@ -292,3 +292,28 @@ fn a_damaged_point_is_unrestorable_and_never_replaced_by_a_neighbour() {
         assert_eq!(list_files(&out).len(), files, "--at {at}");
     }
 }
+
+#[test]
+fn a_damaged_pass_marker_is_shown_beside_what_the_pass_recorded() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write_file(&src, "a.txt", b"alpha", 0o644);
+    env.ok(&["ingest", src.to_str().unwrap()]);
+    let shown = env.json(&["inspect", "pass", "0"]);
+    assert!(shown["began"].is_string(), "{shown}");
+
+    let marker = env
+        .vault()
+        .join("passes")
+        .join(format!("{:016x}", 0))
+        .join("begun");
+    flip(&marker, 0.5);
+    let out = env.run(&["--json", "inspect", "pass", "0"]);
+    assert_eq!(out.status.code(), Some(3));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(shown["began"].is_null(), "{shown}");
+    assert_eq!(shown["seq"], 0, "{shown}");
+    let why = shown["marker_damaged"].as_str().unwrap();
+    assert!(why.contains("begun"), "{why}");
+}

@@ -49,7 +49,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .find_map(|c| c.downcast_ref::<strata_store::Error>())
         .map(|e| e.kind());
     match kind {
-        Some(ErrorKind::Corrupt | ErrorKind::Crypto | ErrorKind::UnsupportedVersion) => 3,
+        Some(k) if k.is_damage() => 3,
         Some(ErrorKind::WrongPassword) => 4,
         Some(ErrorKind::NotFound) => 5,
         Some(ErrorKind::AlreadyExists) => 6,

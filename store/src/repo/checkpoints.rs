@@ -6,25 +6,17 @@
 use bytes::Bytes;
 
 use super::Repository;
-use crate::crypto::random_bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::ObjectKind;
 use crate::manifest::checkpoint::Checkpoint;
 use crate::manifest::pass::{PassMarker, PassState};
-use crate::sealed;
 
 impl Repository {
     /// Records feed positions after point `checkpoint.seq` (create-only:
     /// an existing checkpoint for that point is left as it is).
     pub async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
         let body = checkpoint.encode().map_err(Error::config)?;
-        let bytes = sealed::seal(
-            self.keys(),
-            ObjectKind::Checkpoint,
-            random_bytes(),
-            &body,
-            self.config().zstd_level,
-        );
+        let bytes = self.seal(ObjectKind::Checkpoint, &body);
         match self
             .backend()
             .put(&Checkpoint::name(checkpoint.seq), Bytes::from(bytes))
@@ -38,24 +30,15 @@ impl Repository {
     /// Loads the checkpoint after point `seq`, if one was written.
     pub async fn load_checkpoint(&self, seq: u64) -> Result<Option<Checkpoint>> {
         let name = Checkpoint::name(seq);
-        let keys = self.keys();
-        match self
-            .get_authentic(&name, |bytes| {
-                let c = Checkpoint::decode(&sealed::open(keys, ObjectKind::Checkpoint, bytes)?)?;
-                if c.seq != seq {
-                    return Err(Error::corrupt(format!(
-                        "holds the checkpoint of point {} (replayed or moved)",
-                        c.seq
-                    )));
-                }
-                Ok(c)
-            })
-            .await
-        {
-            Ok((c, _)) => Ok(Some(c)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.context(name)),
-        }
+        let read = self.get_sealed_of_point(
+            &name,
+            ObjectKind::Checkpoint,
+            seq,
+            "the checkpoint of point",
+            |b| Ok(Checkpoint::decode(b)?),
+            |c| c.seq,
+        );
+        none_if_absent(read.await)
     }
 
     /// The newest checkpoint at or before point `seq`: the one of `seq`
@@ -85,13 +68,7 @@ impl Repository {
     /// (create-only).
     pub async fn put_pass_state(&self, state: &PassState, n: u32) -> Result<()> {
         let body = state.encode().map_err(Error::config)?;
-        let bytes = sealed::seal(
-            self.keys(),
-            ObjectKind::PassState,
-            random_bytes(),
-            &body,
-            self.config().zstd_level,
-        );
+        let bytes = self.seal(ObjectKind::PassState, &body);
         self.backend()
             .put(&PassState::name(state.seq, n), Bytes::from(bytes))
             .await
@@ -109,26 +86,23 @@ impl Repository {
             .filter_map(|l| PassState::parse_name(&l.name).map(|(_, n)| (n, l.name)))
             .collect();
         found.sort();
-        let keys = self.keys();
         for (n, name) in found.into_iter().rev() {
             let read = self
-                .get_authentic(&name, |bytes| {
-                    let s = PassState::decode(&sealed::open(keys, ObjectKind::PassState, bytes)?)?;
-                    if s.seq != seq {
-                        return Err(Error::corrupt(format!(
-                            "holds the state of the pass for point {} (moved)",
-                            s.seq
-                        )));
-                    }
-                    Ok(s)
-                })
+                .get_sealed_of_point(
+                    &name,
+                    ObjectKind::PassState,
+                    seq,
+                    "the state of the pass for point",
+                    |b| Ok(PassState::decode(b)?),
+                    |s| s.seq,
+                )
                 .await;
             match read {
                 Ok((s, _)) => return Ok(Some((s, n))),
                 Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Crypto) => {
-                    tracing::warn!(%name, error = %e, "skipping a damaged pass state");
+                    tracing::warn!(error = %e, "skipping a damaged pass state");
                 }
-                Err(e) => return Err(e.context(name)),
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
@@ -142,13 +116,7 @@ impl Repository {
             began_ns: super::now_ns(),
         }
         .encode();
-        let bytes = sealed::seal(
-            self.keys(),
-            ObjectKind::PassMarker,
-            random_bytes(),
-            &body,
-            self.config().zstd_level,
-        );
+        let bytes = self.seal(ObjectKind::PassMarker, &body);
         (PassMarker::name(seq), Bytes::from(bytes))
     }
 
@@ -156,24 +124,15 @@ impl Repository {
     /// [`Repository::pass_marked`] is what a pass asks).
     pub async fn load_pass_marker(&self, seq: u64) -> Result<Option<PassMarker>> {
         let name = PassMarker::name(seq);
-        let keys = self.keys();
-        match self
-            .get_authentic(&name, |bytes| {
-                let m = PassMarker::decode(&sealed::open(keys, ObjectKind::PassMarker, bytes)?)?;
-                if m.seq != seq {
-                    return Err(Error::corrupt(format!(
-                        "holds the marker of a pass for point {} (moved)",
-                        m.seq
-                    )));
-                }
-                Ok(m)
-            })
-            .await
-        {
-            Ok((m, _)) => Ok(Some(m)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.context(name)),
-        }
+        let read = self.get_sealed_of_point(
+            &name,
+            ObjectKind::PassMarker,
+            seq,
+            "the marker of a pass for point",
+            |b| Ok(PassMarker::decode(b)?),
+            |m| m.seq,
+        );
+        none_if_absent(read.await)
     }
 
     /// Whether a pass for point `seq` began before: with `seq` not yet
@@ -187,5 +146,14 @@ impl Repository {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.context(name)),
         }
+    }
+}
+
+/// The value read, or `None` when the object does not exist.
+fn none_if_absent<T>(read: Result<(T, Bytes)>) -> Result<Option<T>> {
+    match read {
+        Ok((value, _)) => Ok(Some(value)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }

@@ -315,13 +315,7 @@ impl Repository {
 
     /// Seals and stores a segment; returns its id.
     pub(crate) async fn put_segment(&self, segment: &Segment) -> Result<ObjectId> {
-        let bytes = sealed::seal(
-            &self.keys,
-            ObjectKind::IndexSegment,
-            crate::crypto::random_bytes(),
-            &segment.encode(),
-            self.config.zstd_level,
-        );
+        let bytes = self.seal(ObjectKind::IndexSegment, &segment.encode());
         let id = ObjectId::of(&bytes);
         match self
             .backend

@@ -446,6 +446,46 @@ impl Repository {
         Ok(key)
     }
 
+    /// Seals `body` as an object of `kind` (a fresh salt, the vault's zstd
+    /// level).
+    pub(crate) fn seal(&self, kind: ObjectKind, body: &[u8]) -> Vec<u8> {
+        sealed::seal(
+            &self.keys,
+            kind,
+            random_bytes(),
+            body,
+            self.config.zstd_level,
+        )
+    }
+
+    /// Reads the sealed object `name` of `kind` that belongs to point
+    /// `seq` (see [`Repository::get_authentic`]), decodes it, and refuses
+    /// it as replayed or moved when it says it belongs to another point
+    /// (`seq_of`; `what` names its content in that error). Errors name the
+    /// object.
+    pub(crate) async fn get_sealed_of_point<T>(
+        &self,
+        name: &str,
+        kind: ObjectKind,
+        seq: u64,
+        what: &str,
+        decode: impl Fn(&[u8]) -> Result<T>,
+        seq_of: impl Fn(&T) -> u64,
+    ) -> Result<(T, Bytes)> {
+        let keys = &self.keys;
+        self.get_authentic(name, |bytes| {
+            let value = decode(&sealed::open(keys, kind, bytes)?)?;
+            match seq_of(&value) {
+                s if s == seq => Ok(value),
+                s => Err(Error::corrupt(format!(
+                    "holds {what} {s} (replayed or moved)"
+                ))),
+            }
+        })
+        .await
+        .map_err(|e| e.context(name.to_string()))
+    }
+
     /// Reads `name` and decodes it with `open`; when the version the store
     /// returns does not authenticate or decode, tries every other version,
     /// oldest first (a writer can add versions under a name, never remove
@@ -499,22 +539,16 @@ impl Repository {
     /// Loads point `seq`; returns it and the hash of its stored bytes (the
     /// next point's `prev`). Checks the point names its own sequence.
     pub async fn load_point(&self, seq: u64) -> Result<(Point, ObjectId)> {
-        let name = Point::name(seq);
-        let keys = &self.keys;
         let (point, bytes) = self
-            .get_authentic(&name, |bytes| {
-                let body = sealed::open(keys, ObjectKind::Point, bytes)?;
-                let point = Point::decode(&body)?;
-                if point.seq != seq {
-                    return Err(Error::corrupt(format!(
-                        "holds point {} (replayed or moved)",
-                        point.seq
-                    )));
-                }
-                Ok(point)
-            })
-            .await
-            .map_err(|e| e.context(name))?;
+            .get_sealed_of_point(
+                &Point::name(seq),
+                ObjectKind::Point,
+                seq,
+                "point",
+                |b| Ok(Point::decode(b)?),
+                |p| p.seq,
+            )
+            .await?;
         Ok((point, ObjectId::of(&bytes)))
     }
 

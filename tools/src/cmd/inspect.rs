@@ -18,6 +18,7 @@ fn need_id(a: &InspectArgs) -> Result<ObjectId> {
 
 pub async fn run(g: &Global, a: InspectArgs) -> Result<ExitCode> {
     let repo = open(g).await?;
+    let mut damage_found = false;
     let value = match a.what {
         InspectKind::Config => serde_json::to_value(repo.config())?,
         InspectKind::Point => {
@@ -54,32 +55,39 @@ pub async fn run(g: &Global, a: InspectArgs) -> Result<ExitCode> {
                 })?,
                 None => repo.latest_point().await?.map_or(0, |(p, _)| p.seq + 1),
             };
-            let began = repo
-                .load_pass_marker(seq)
-                .await?
-                .map(|m| fmt_time(m.began_ns));
-            match (repo.latest_pass_state(seq).await?, began) {
-                (Some((state, n)), began) => {
+            // A marker that does not authenticate is reported beside the
+            // pass state, not instead of it.
+            let (began, damaged) = match repo.load_pass_marker(seq).await {
+                Ok(m) => (m.map(|m| fmt_time(m.began_ns)), None),
+                Err(e) if e.kind().is_damage() => (None, Some(e.to_string())),
+                Err(e) => return Err(e.into()),
+            };
+            let mut v = match repo.latest_pass_state(seq).await? {
+                Some((state, n)) => {
                     let done = state.partitions.iter().filter(|p| p.done).count();
                     let mut v = serde_json::to_value(&state)?;
                     v["state"] = n.into();
                     v["partitions_done"] = done.into();
-                    v["began"] = began.into();
                     v
                 }
                 // Stored packs, but stopped before recording progress.
-                (None, Some(began)) => serde_json::json!({
+                None if began.is_some() || damaged.is_some() => serde_json::json!({
                     "seq": seq,
-                    "began": began,
                     "state": null,
                 }),
-                (None, None) => {
+                None => {
                     return Err(strata_store::Error::not_found(format!(
                         "no pass for point {seq} has stored anything"
                     ))
                     .into())
                 }
+            };
+            v["began"] = began.into();
+            if let Some(e) = damaged {
+                v["marker_damaged"] = e.into();
+                damage_found = true;
             }
+            v
         }
     };
     if g.json {
@@ -87,7 +95,11 @@ pub async fn run(g: &Global, a: InspectArgs) -> Result<ExitCode> {
     } else {
         print_human(&value, 0);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if damage_found {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Indented key: value lines; long arrays are abbreviated.
