@@ -7,8 +7,9 @@
 //! with its pack's id. Opening a file checks its header and id lists and
 //! reads each table's top fence level (at most 8 MiB), never the whole
 //! file. Below the top, a block is checked when a lookup finds its answer
-//! there or a merge reads it (a miss costs one read and no hashing:
-//! damage can only turn a hit into a miss, which stores a blob again).
+//! there or a merge reads it; an ingest's miss costs one read a level and
+//! no hashing (damage can only turn a hit into a miss, which stores a blob
+//! again), a reader's miss is checked all the way down.
 //! A block that fails its check removes the cache's base file, so the
 //! next open rebuilds the cache from the vault. Memory holds no entry and
 //! no pack id: the index's pages sit in the kernel's page cache, not in
@@ -48,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::table::{self, Shape, Table, TableWriter};
+use super::table::{self, Checks, Shape, Table, TableWriter};
 use super::IndexEntry;
 use crate::compress::Compression;
 use crate::error::{Error, ErrorKind, Result};
@@ -209,16 +210,19 @@ impl CacheFile {
     }
 
     /// Where `blob` is stored, if this file knows it.
-    fn lookup(&self, blob: &BlobId) -> Result<Option<IndexEntry>> {
+    fn lookup(&self, blob: &BlobId, checks: Checks) -> Result<Option<IndexEntry>> {
         self.entries
-            .find(&self.file, blob.as_bytes())?
+            .find(&self.file, blob.as_bytes(), checks)?
             .map(|r| decode_entry(&r))
             .transpose()
     }
 
     /// True when an entry of this file points into `pack`.
     fn knows_pack(&self, pack: &ObjectId) -> Result<bool> {
-        Ok(self.packs.find(&self.file, pack.as_bytes())?.is_some())
+        Ok(self
+            .packs
+            .find(&self.file, pack.as_bytes(), Checks::Hits)?
+            .is_some())
     }
 
     /// All records of `table`, a batch of blocks at a time, decoded.
@@ -478,12 +482,26 @@ impl IndexCache {
     }
 
     /// Where `blob` is stored, if known (the oldest layer's answer). A
-    /// damaged block answers "not known" (see [`IndexCache::is_damaged`]):
-    /// an ingest then stores the blob again, a reader refreshes.
+    /// damaged block answers "not known" (see [`IndexCache::is_damaged`]),
+    /// and only the block of a hit is checked: a miss reads one block per
+    /// level and hashes nothing, and may come from damage (an ingest then
+    /// stores the blob again; a reader asks [`IndexCache::lookup_checked`]).
     pub fn lookup(&self, blob: &BlobId) -> Option<IndexEntry> {
-        self.layers
-            .iter()
-            .find_map(|l| l.lookup(blob).unwrap_or_else(|e| self.damage(l, &e)))
+        self.find(blob, Checks::Hits)
+    }
+
+    /// [`IndexCache::lookup`], every block it reads checked: a miss is
+    /// certain, or the damage that caused it is found (and the cache
+    /// removed, so the next refresh rebuilds it).
+    pub fn lookup_checked(&self, blob: &BlobId) -> Option<IndexEntry> {
+        self.find(blob, Checks::All)
+    }
+
+    fn find(&self, blob: &BlobId, checks: Checks) -> Option<IndexEntry> {
+        self.layers.iter().find_map(|l| {
+            l.lookup(blob, checks)
+                .unwrap_or_else(|e| self.damage(l, &e))
+        })
     }
 
     /// True when `blob` is known.

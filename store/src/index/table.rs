@@ -32,6 +32,15 @@ pub const MAX_TOP_KEYS: u64 = 1 << 18;
 /// Every record starts with its 32-byte key.
 pub const KEY_LEN: usize = 32;
 
+/// How much of a lookup's path it checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checks {
+    /// The block a record is found in: a hit is certain, a miss is not.
+    Hits,
+    /// Every block read: a miss is certain too.
+    All,
+}
+
 /// What a table holds and how it is cut: the same on both sides.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
@@ -242,34 +251,62 @@ impl Table {
     }
 
     /// The record whose key is `key`, if any: one block read per level
-    /// below the top. Only a hit is checked (its block), so a miss costs
-    /// no hashing: damage elsewhere, fences included, can only turn a hit
-    /// into a miss, never make a record up or move one.
-    pub fn find(&self, file: &File, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>> {
+    /// below the top. With [`Checks::Hits`] only the block of a hit is
+    /// checked, so a miss costs no hashing: damage, fences included, can
+    /// then only turn a hit into a miss, never make a record up or move
+    /// one. With [`Checks::All`] every block read is checked, so a miss is
+    /// certain.
+    pub fn find(
+        &self,
+        file: &File,
+        key: &[u8; KEY_LEN],
+        checks: Checks,
+    ) -> Result<Option<Vec<u8>>> {
         let Some(mut block) = self.top.partition_point(|k| k <= key).checked_sub(1) else {
             return Ok(None);
         };
+        let all = checks == Checks::All;
         for level in (1..self.levels.len() - 1).rev() {
-            let (_, _, keys) = self.read_raw(file, level, block as u64, 1)?;
-            let keys = keys
-                .get(..keys.len().saturating_sub(CHECK_LEN))
-                .unwrap_or_default();
-            let Some(j) = last_at_most(keys, KEY_LEN, key) else {
+            let keys = self.read_for_lookup(file, level, block as u64, all)?;
+            let Some(j) = last_at_most(&keys, KEY_LEN, key) else {
                 return Ok(None);
             };
             block = block * KEYS_PER_BLOCK + j;
         }
         let width = self.shape.width;
-        let (_, _, raw) = self.read_raw(file, 0, block as u64, 1)?;
+        let (_, n, raw) = self.read_raw(file, 0, block as u64, 1)?;
         let (records, sum) = raw.split_at(raw.len().saturating_sub(CHECK_LEN));
-        let Some(record) = last_at_most(records, width, key)
+        let found = last_at_most(records, width, key)
             .and_then(|i| records.get(i * width..(i + 1) * width))
-            .filter(|r| r.get(..KEY_LEN) == Some(key.as_slice()))
-        else {
-            return Ok(None);
-        };
-        self.verify(0, block as u64, records, sum)?;
-        Ok(Some(record.to_vec()))
+            .filter(|r| r.get(..KEY_LEN) == Some(key.as_slice()));
+        if found.is_some() || all {
+            self.verify_read(0, block as u64, n, records, sum)?;
+        }
+        Ok(found.map(<[u8]>::to_vec))
+    }
+
+    /// Block `i` of fence `level`, its check removed, checked with `check`.
+    fn read_for_lookup(&self, file: &File, level: usize, i: u64, check: bool) -> Result<Vec<u8>> {
+        let (_, n, mut raw) = self.read_raw(file, level, i, 1)?;
+        let body = raw.len().saturating_sub(CHECK_LEN);
+        if check {
+            let (keys, sum) = raw.split_at(body);
+            self.verify_read(level, i, n, keys, sum)?;
+        }
+        raw.truncate(body);
+        Ok(raw)
+    }
+
+    /// Fails unless block `i` of `level` was there (`n` is 1) and passes
+    /// its check.
+    fn verify_read(&self, level: usize, i: u64, n: u64, body: &[u8], sum: &[u8]) -> Result<()> {
+        if n == 0 {
+            return Err(Error::corrupt(format!(
+                "index cache fences lead past the end of level {level} of table {}",
+                self.shape.tag
+            )));
+        }
+        self.verify(level, i, body, sum)
     }
 
     /// Level-0 blocks `first..first + n`, checked: their records' bytes.
@@ -368,28 +405,29 @@ impl TableWriter {
     /// Adds the next record (keys must not decrease).
     pub fn push(&mut self, record: &[u8], out: &mut impl Write) -> Result<()> {
         debug_assert_eq!(record.len(), self.shape.width);
-        let mut carry = Some(record.to_vec());
+        let Some(records) = self.levels.first_mut() else {
+            return Ok(());
+        };
+        let mut started = records.push(record, out)?;
         let mut level = 0;
-        while let Some(rec) = carry.take() {
-            let Some(w) = self.levels.get_mut(level) else {
-                break;
-            };
-            let started = w.push(&rec, out)?;
-            if let Some(key) = started {
-                // The level's second block or later: the level above
-                // exists from now on, with the first block's key first.
-                if self.levels.len() == level + 1 {
-                    let first = self.levels.get(level).and_then(|w| w.first_key);
-                    let mut above = self.spill_level(level + 1)?;
-                    if let Some(first) = first {
-                        // A new level's first key starts no second block.
-                        above.push(&first, out)?;
-                    }
-                    self.levels.push(above);
+        // A block started beyond a level's first adds its key to the level
+        // above, which exists from a level's second block on, the first
+        // block's key first (a new level's first key starts no block
+        // beyond its first).
+        while let Some(key) = started {
+            if self.levels.len() == level + 1 {
+                let first = self.levels.get(level).and_then(|w| w.first_key);
+                let mut above = self.spill_level(level + 1)?;
+                if let Some(first) = first {
+                    above.push(&first, out)?;
                 }
-                carry = Some(key.to_vec());
+                self.levels.push(above);
             }
             level += 1;
+            started = match self.levels.get_mut(level) {
+                Some(w) => w.push(&key, out)?,
+                None => None,
+            };
         }
         Ok(())
     }
@@ -511,8 +549,11 @@ mod tests {
             let (file, table) = written(dir.path(), n);
             assert_eq!(table.end(), stored_len(SHAPE, n));
             for i in 0..n {
-                assert_eq!(table.find(&file, &key(i * 2)).unwrap(), Some(record(i)));
-                assert_eq!(table.find(&file, &key(i * 2 + 1)).unwrap(), None);
+                for checks in [Checks::Hits, Checks::All] {
+                    let find = |k| table.find(&file, &key(k), checks).unwrap();
+                    assert_eq!(find(i * 2), Some(record(i)));
+                    assert_eq!(find(i * 2 + 1), None);
+                }
             }
             let all = table.read_records(&file, 0, table.blocks()).unwrap();
             let expected: Vec<u8> = (0..n).flat_map(record).collect();
@@ -541,8 +582,11 @@ mod tests {
         let (file, table) = written(dir.path(), n);
         assert_eq!(table.levels.len(), 3);
         for i in [0, 1, 4 * 128 - 1, 4 * 128, n / 2, n - 2, n - 1] {
-            assert_eq!(table.find(&file, &key(i * 2)).unwrap(), Some(record(i)));
-            assert_eq!(table.find(&file, &key(i * 2 + 1)).unwrap(), None);
+            for checks in [Checks::Hits, Checks::All] {
+                let find = |k| table.find(&file, &key(k), checks).unwrap();
+                assert_eq!(find(i * 2), Some(record(i)));
+                assert_eq!(find(i * 2 + 1), None);
+            }
         }
     }
 
@@ -557,8 +601,13 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let file = File::open(&path).unwrap();
         let table = Table::open(&file, SHAPE, 0, 100).unwrap();
-        assert_eq!(table.find(&file, &key(0)).unwrap(), Some(record(0)));
-        let err = table.find(&file, &key(18)).unwrap_err();
+        let find = |k, checks| table.find(&file, &key(k), checks);
+        assert_eq!(find(0, Checks::Hits).unwrap(), Some(record(0)));
+        assert_eq!(find(1, Checks::All).unwrap(), None);
+        // A miss in the damaged block passes unless every block is checked.
+        assert_eq!(find(19, Checks::Hits).unwrap(), None);
+        assert!(find(19, Checks::All).is_err());
+        let err = find(18, Checks::Hits).unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt);
         assert!(err.to_string().contains("block 2 of level 0"), "{err}");
         assert!(table.read_records(&file, 0, table.blocks()).is_err());

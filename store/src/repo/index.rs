@@ -69,6 +69,7 @@ impl Repository {
     /// damaged); their entries are held in memory, never in the cache file,
     /// until a commit writes them into a segment.
     pub async fn refresh_index(&self, scan_packs: bool) -> Result<IndexRefresh> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let mut cache = self.open_cache();
         let mut listed = self.list_segments().await?;
         let listed_set: HashSet<ObjectId> = listed.iter().map(|(id, _)| *id).collect();
@@ -424,37 +425,49 @@ mod tests {
 
     #[tokio::test]
     async fn a_damaged_cache_block_makes_the_next_refresh_rebuild() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend: crate::backend::DynBackend = Arc::new(MemoryBackend::new());
-        let open = || OpenOptions {
-            cache_dir: Some(dir.path().to_path_buf()),
-        };
-        let repo = Repository::init(backend.clone(), b"pw", InitOptions::default(), open())
-            .await
-            .unwrap();
-        let req = CommitRequest {
-            index_entries: (0..50u8).map(entry).collect(),
-            ..Default::default()
-        };
-        repo.commit(None, req).await.unwrap();
-        drop(repo);
+        // A flipped byte in blob 7's location (a hit that fails its
+        // check), then in its id (a miss the reader checks).
+        for (flip, what) in [(70, "offset"), (5, "blob id")] {
+            let dir = tempfile::tempdir().unwrap();
+            let backend: crate::backend::DynBackend = Arc::new(MemoryBackend::new());
+            let open = || OpenOptions {
+                cache_dir: Some(dir.path().to_path_buf()),
+            };
+            let repo = Repository::init(backend.clone(), b"pw", InitOptions::default(), open())
+                .await
+                .unwrap();
+            let req = CommitRequest {
+                index_entries: (0..50u8).map(entry).collect(),
+                ..Default::default()
+            };
+            repo.commit(None, req).await.unwrap();
+            drop(repo);
 
-        let repo = Repository::open(backend, b"pw", open()).await.unwrap();
-        let path = repo.cache_path().to_path_buf();
-        let mut bytes = std::fs::read(&path).unwrap();
-        // Blob 7's entry: its blob and pack ids, both sevens.
-        let at = bytes.windows(64).position(|w| w == [7u8; 64]).unwrap();
-        bytes[at + 70] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        let r = repo.refresh_index(false).await.unwrap();
-        assert_eq!(r.segments_added, 0, "the damage is not read at open");
-        assert_eq!(repo.blob_entry(&BlobId([7; 32])), None);
-        assert!(repo.index().is_damaged());
-        let r = repo.refresh_index(false).await.unwrap();
-        assert_eq!(r.segments_added, 1, "rebuilt from the vault");
-        for i in 0..50u8 {
-            assert_eq!(repo.blob_entry(&BlobId([i; 32])), Some(entry(i)));
+            let repo = Repository::open(backend, b"pw", open()).await.unwrap();
+            let path = repo.cache_path().to_path_buf();
+            let mut bytes = std::fs::read(&path).unwrap();
+            // Blob 7's entry: its blob and pack ids, both sevens.
+            let at = bytes.windows(64).position(|w| w == [7u8; 64]).unwrap();
+            bytes[at + flip] ^= 1;
+            std::fs::write(&path, &bytes).unwrap();
+            let r = repo.refresh_index(false).await.unwrap();
+            assert_eq!(
+                r.segments_added, 0,
+                "{what}: the damage is not read at open"
+            );
+            assert!(!repo.index().contains(&BlobId([200; 32])), "{what}");
+            assert!(
+                !repo.index().is_damaged(),
+                "{what}: an ingest's miss checks nothing"
+            );
+            assert_eq!(repo.blob_entry(&BlobId([7; 32])), None, "{what}");
+            assert!(repo.index().is_damaged(), "{what}");
+            let r = repo.refresh_index(false).await.unwrap();
+            assert_eq!(r.segments_added, 1, "{what}: rebuilt from the vault");
+            for i in 0..50u8 {
+                assert_eq!(repo.blob_entry(&BlobId([i; 32])), Some(entry(i)), "{what}");
+            }
+            assert!(!repo.index().is_damaged(), "{what}");
         }
-        assert!(!repo.index().is_damaged());
     }
 }

@@ -109,6 +109,10 @@ pub struct Repository {
     key_name: String,
     cache_path: PathBuf,
     index: RwLock<Arc<IndexCache>>,
+    /// Held by a refresh of the index cache: readers that miss a blob at
+    /// once each refresh, and two rebuilding a damaged cache together
+    /// would write the same files.
+    refreshing: tokio::sync::Mutex<()>,
     /// Entries read from the trailers of packs no segment describes (left
     /// by an interrupted pass). Kept in memory only: the persistent cache
     /// holds what vault segments say, so the next process finds these
@@ -218,6 +222,7 @@ impl Repository {
             key_name,
             cache_path,
             index: RwLock::new(Arc::new(IndexCache::empty())),
+            refreshing: tokio::sync::Mutex::default(),
             recovered: RwLock::default(),
             pack_keys: Mutex::new(HashMap::new()),
             pages: Mutex::new(HashMap::new()),
@@ -354,15 +359,20 @@ impl Repository {
     }
 
     /// Where a blob is: the index cache, else the entries recovered from
-    /// unindexed packs in this process.
+    /// unindexed packs in this process. A miss in the cache is checked
+    /// (a damaged cache found so is rebuilt by the next refresh).
     pub fn blob_entry(&self, id: &BlobId) -> Option<crate::index::IndexEntry> {
-        self.index().lookup(id).or_else(|| {
-            self.recovered
-                .read()
-                .expect("recovered lock")
-                .get(id)
-                .copied()
-        })
+        let index = self.index();
+        index
+            .lookup(id)
+            .or_else(|| index.lookup_checked(id))
+            .or_else(|| {
+                self.recovered
+                    .read()
+                    .expect("recovered lock")
+                    .get(id)
+                    .copied()
+            })
     }
 
     /// The blobs recovered from unindexed packs in this process.
