@@ -187,7 +187,8 @@ impl Repository {
             .collect())
     }
 
-    /// Packs in the vault under `prefix` (one of [`pack_shards`]).
+    /// Packs in the vault under `prefix` (`packs/` or one of
+    /// [`pack_shards`]).
     pub async fn list_pack_shard(&self, prefix: &str) -> Result<Vec<ObjectId>> {
         Ok(self
             .backend
@@ -200,13 +201,7 @@ impl Repository {
 
     /// Packs in the vault.
     pub async fn list_packs(&self) -> Result<Vec<ObjectId>> {
-        Ok(self
-            .backend
-            .list("packs/")
-            .await?
-            .iter()
-            .filter_map(|l| pack_id_from_name(&l.name))
-            .collect())
+        self.list_pack_shard("packs/").await
     }
 
     /// Reads and decodes one index segment, checking its name.
