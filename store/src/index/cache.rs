@@ -281,7 +281,7 @@ fn write_file(
         .parent()
         .ok_or_else(|| Error::config("index cache path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = temp_path(path);
     match write_to(&tmp, dir, segments, superseded, packs, entries) {
         Ok(()) => Ok(std::fs::rename(&tmp, path)?),
         Err(e) => {
@@ -289,6 +289,14 @@ fn write_file(
             Err(e)
         }
     }
+}
+
+/// Where `path` is written before it is renamed into place: beside it,
+/// named after it and this process, so no two layers share one.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp{}", std::process::id()));
+    PathBuf::from(name)
 }
 
 fn write_to(
@@ -808,6 +816,15 @@ mod tests {
             let err = IndexCache::open(&path).err().unwrap();
             assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
         }
+    }
+
+    #[test]
+    fn every_layer_is_written_under_a_temp_name_of_its_own() {
+        let base = Path::new("/c/index.cache");
+        let names: std::collections::BTreeSet<PathBuf> =
+            (0..4).map(|i| temp_path(&layer_path(base, i))).collect();
+        assert_eq!(names.len(), 4);
+        assert!(names.iter().all(|n| n.parent() == base.parent()));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! Every commit writes one immutable, sealed [`Segment`] (`index/<id>`)
 //! for the packs it added. Readers keep a local, sorted, fixed-width
 //! [`cache::IndexCache`] built from all segments, so a lookup is a binary
-//! search over a few keys in memory and one small read, and never loads the
-//! whole index.
+//! search over a few keys in memory and one small read per fence level
+//! below them, and never loads the whole index.
 //!
 //! Spec: `format-spec/SPEC.md#index-segment`.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
@@ -18,7 +18,8 @@ use crate::format::{Reader, Writer};
 use crate::id::{BlobId, ObjectId};
 use crate::pack::PackEntry;
 
-/// Length of one index entry, in segments and in the local cache.
+/// Length of one index entry in a segment (the local cache's carry their
+/// pack's id instead of an ordinal: `cache.rs`).
 pub const ENTRY_LEN: usize = 32 + 4 + 8 + 4 + 4 + 1 + 3;
 
 /// Where one blob is stored.
