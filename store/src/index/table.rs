@@ -8,11 +8,13 @@
 //! [`KEYS_PER_BLOCK`], up to the first level with at most
 //! [`MAX_TOP_KEYS`] keys: the *top*, read whole when the table is opened
 //! and held in memory. Every block is followed by a 16-byte check (blake3
-//! of the table's tag, the level, the block's number and its bytes), and
-//! a level-0 block is checked when a lookup finds its record there or a
-//! merge reads it, so opening a table costs its top level, not its size. A lookup descends one block per level below the
+//! of the table's tag, the level, the block's number and its bytes).
+//! Opening a table reads and checks its top level, so it costs the top,
+//! not the table's size. A lookup descends one block per level below the
 //! top: one read up to 2^18 × `per_block` records (16.7 million entries),
-//! two up to 2^25 times that.
+//! two up to 2^25 times that. It checks the block of a hit
+//! ([`Checks::Hits`]) or every block it reads ([`Checks::All`]); a merge
+//! checks every block it reads.
 //!
 //! Spec (informative): `format-spec/SPEC.md#local-index-cache`.
 
