@@ -705,15 +705,22 @@ mod tests {
         std::fs::write(path, &bytes).unwrap();
     }
 
+    /// A one-layer cache of `entries` in `dir` whose entry 500 has a
+    /// flipped byte in its pack id.
+    fn damaged_layer(dir: &Path, entries: &[IndexEntry]) -> PathBuf {
+        let path = dir.join("index.cache");
+        IndexCache::empty()
+            .add_layer(&path, &[ObjectId([1; 32])], &[], entries)
+            .unwrap();
+        damage_entry(&path, &spread(500).blob);
+        path
+    }
+
     #[test]
     fn a_damaged_block_is_caught_by_the_lookup_that_reads_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.cache");
         let entries: Vec<IndexEntry> = (0..1000).map(spread).collect();
-        IndexCache::empty()
-            .add_layer(&path, &[ObjectId([1; 32])], &[], &entries)
-            .unwrap();
-        damage_entry(&path, &spread(500).blob);
+        let path = damaged_layer(dir.path(), &entries);
         // Opening reads the header and the top fences, not the block.
         let c = IndexCache::open(&path).unwrap();
         assert_eq!(c.lookup(&spread(10).blob), Some(spread(10)));
@@ -735,12 +742,8 @@ mod tests {
     #[test]
     fn a_merge_that_meets_a_damaged_block_keeps_the_layers_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.cache");
         let entries: Vec<IndexEntry> = (0..1000).map(spread).collect();
-        IndexCache::empty()
-            .add_layer(&path, &[ObjectId([1; 32])], &[], &entries)
-            .unwrap();
-        damage_entry(&path, &spread(500).blob);
+        let path = damaged_layer(dir.path(), &entries);
         let c = IndexCache::open(&path).unwrap();
         // 400 new entries on 1000: a merge, which reads the damaged block.
         let newer: Vec<IndexEntry> = (1000..1400).map(spread).collect();
