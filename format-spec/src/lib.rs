@@ -55,7 +55,8 @@ fn keys() -> Keys {
 pub fn generate() -> BTreeMap<&'static str, Value> {
     let mut out = BTreeMap::new();
     out.insert("blob_ids.json", blob_ids());
-    out.insert("key_file.json", key_file());
+    out.insert("key_file.json", key_file(1, 1));
+    out.insert("key_file_4_lanes.json", key_file(3, 4));
     out.insert("config.json", config());
     out.insert("pack.json", pack());
     out.insert("index_segment.json", index_segment());
@@ -81,11 +82,14 @@ fn blob_ids() -> Value {
     })
 }
 
-fn key_file() -> Value {
+/// A key file under the given argon2 costs: one lane and one pass (cheap
+/// to check), and the writers' default of 4 lanes (a reader must compute
+/// lanes as RFC 9106 does).
+fn key_file(t_cost: u32, p_cost: u32) -> Value {
     let params = KdfParams {
         m_cost_kib: 65536,
-        t_cost: 1,
-        p_cost: 1,
+        t_cost,
+        p_cost,
     };
     let kf = KeyFile::wrap(
         &MasterKey::from_bytes(test_master()),
@@ -97,11 +101,11 @@ fn key_file() -> Value {
     )
     .expect("valid parameters");
     json!({
-        "_comment": "Key file wrapping the test master key (00..1f) under password 'strata test password', argon2 salt 32x11, m=65536 KiB t=1 p=1, vault id 16x22, created 1790000000.",
+        "_comment": format!("Key file wrapping the test master key (00..1f) under password 'strata test password', argon2 salt 32x11, m=65536 KiB t={t_cost} p={p_cost}, vault id 16x22, created 1790000000."),
         "password": "strata test password",
         "master_key": hex::encode(test_master()),
         "vault_id": hex::encode([0x22; 16]),
-        "m_cost_kib": 65536, "t_cost": 1, "p_cost": 1,
+        "m_cost_kib": 65536, "t_cost": t_cost, "p_cost": p_cost,
         "created_unix_s": 1_790_000_000i64,
         "encoded": hex::encode(kf.encode()),
     })

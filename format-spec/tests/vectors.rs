@@ -61,18 +61,23 @@ fn blob_ids() {
 }
 
 #[test]
-fn key_file() {
-    let v = load("key_file.json");
-    let bytes = hex(&v["encoded"]);
-    let pw = v["password"].as_str().unwrap().as_bytes();
-    let kf = KeyFile::decode(&bytes).unwrap();
-    assert_eq!(hex::encode(kf.vault_id), v["vault_id"].as_str().unwrap());
-    assert!(kf.unwrap_key(b"wrong").is_err());
-    kf.unwrap_key(pw).unwrap();
-    assert_eq!(
-        reference::unwrap_key_file(&bytes, pw).unwrap(),
-        test_master()
-    );
+fn key_files() {
+    for name in ["key_file.json", "key_file_4_lanes.json"] {
+        let v = load(name);
+        let bytes = hex(&v["encoded"]);
+        let pw = v["password"].as_str().unwrap().as_bytes();
+        let kf = KeyFile::decode(&bytes).unwrap();
+        assert_eq!(hex::encode(kf.vault_id), v["vault_id"].as_str().unwrap());
+        assert_eq!(u64::from(kf.params.p_cost), v["p_cost"].as_u64().unwrap());
+        assert_eq!(u64::from(kf.params.t_cost), v["t_cost"].as_u64().unwrap());
+        assert!(kf.unwrap_key(b"wrong").is_err());
+        kf.unwrap_key(pw).unwrap();
+        assert_eq!(
+            reference::unwrap_key_file(&bytes, pw).unwrap(),
+            test_master(),
+            "{name}"
+        );
+    }
 }
 
 #[test]
