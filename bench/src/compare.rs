@@ -36,10 +36,11 @@ pub struct CompareArgs {
     /// Tools to run; a peer that is not installed is skipped with a note.
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
         default_value = "strata,restic,rustic,rclone"
     )]
-    tools: Vec<String>,
+    tools: Vec<Peer>,
     /// The strata binary.
     #[arg(long, default_value = "target/release/strata")]
     strata: PathBuf,
@@ -116,8 +117,31 @@ fn timed(cmd: Command, log: &Path) -> Result<Timing> {
     })
 }
 
+/// The tools compared: each one's commands are spelled out in [`Tool`]'s
+/// methods, one match per step, so a new peer must say how it does every
+/// step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Peer {
+    Strata,
+    Restic,
+    Rustic,
+    Rclone,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Strata => "strata",
+            Peer::Restic => "restic",
+            Peer::Rustic => "rustic",
+            Peer::Rclone => "rclone",
+        }
+    }
+}
+
 /// How to drive one tool.
 struct Tool {
+    peer: Peer,
     name: &'static str,
     /// Absent peers are skipped.
     program: PathBuf,
@@ -130,8 +154,8 @@ impl Tool {
         let mut c = Command::new(&self.program);
         let vault = self.vault.to_string_lossy().to_string();
         let cache = self.cache.to_string_lossy().to_string();
-        match self.name {
-            "strata" => {
+        match self.peer {
+            Peer::Strata => {
                 c.env("STRATA_PASSWORD", PASSWORD).args([
                     "--quiet",
                     "--vault",
@@ -140,11 +164,11 @@ impl Tool {
                     &cache,
                 ]);
             }
-            "restic" => {
+            Peer::Restic => {
                 c.env("RESTIC_PASSWORD", PASSWORD)
                     .args(["-r", &vault, "--cache-dir", &cache]);
             }
-            "rustic" => {
+            Peer::Rustic => {
                 c.env("RUSTIC_PASSWORD", PASSWORD).args([
                     "-r",
                     &vault,
@@ -153,7 +177,7 @@ impl Tool {
                     "--no-progress",
                 ]);
             }
-            _ => {
+            Peer::Rclone => {
                 // An empty config: local paths need none.
                 c.env("RCLONE_CONFIG", cache.as_str()).arg("-q");
             }
@@ -163,9 +187,9 @@ impl Tool {
     }
 
     fn init(&self) -> Command {
-        match self.name {
-            "strata" | "restic" | "rustic" => self.cmd(&["init"]),
-            _ => {
+        match self.peer {
+            Peer::Strata | Peer::Restic | Peer::Rustic => self.cmd(&["init"]),
+            Peer::Rclone => {
                 let mut c = Command::new("mkdir");
                 c.arg("-p").arg(&self.vault);
                 c
@@ -176,53 +200,53 @@ impl Tool {
     fn backup(&self, data: &Path) -> Command {
         let d = data.to_string_lossy().to_string();
         let v = self.vault.to_string_lossy().to_string();
-        match self.name {
-            "strata" => self.cmd(&["ingest", &d]),
-            "restic" => self.cmd(&["backup", "--quiet", &d]),
-            "rustic" => self.cmd(&["backup", &d]),
+        match self.peer {
+            Peer::Strata => self.cmd(&["ingest", &d]),
+            Peer::Restic => self.cmd(&["backup", "--quiet", &d]),
+            Peer::Rustic => self.cmd(&["backup", &d]),
             // A mirror: deletions follow, as a backup's point would.
-            _ => self.cmd(&["sync", &d, &v]),
+            Peer::Rclone => self.cmd(&["sync", &d, &v]),
         }
     }
 
     fn restore(&self, to: &Path) -> Command {
         let t = to.to_string_lossy().to_string();
         let v = self.vault.to_string_lossy().to_string();
-        match self.name {
-            "strata" => self.cmd(&["restore", "--to", &t]),
-            "restic" => self.cmd(&["restore", "latest", "--target", &t]),
-            "rustic" => self.cmd(&["restore", "latest", &t]),
-            _ => self.cmd(&["copy", &v, &t]),
+        match self.peer {
+            Peer::Strata => self.cmd(&["restore", "--to", &t]),
+            Peer::Restic => self.cmd(&["restore", "latest", "--target", &t]),
+            Peer::Rustic => self.cmd(&["restore", "latest", &t]),
+            Peer::Rclone => self.cmd(&["copy", &v, &t]),
         }
     }
 
     fn verify(&self, data: &Path) -> Command {
         let d = data.to_string_lossy().to_string();
         let v = self.vault.to_string_lossy().to_string();
-        match self.name {
-            "strata" => self.cmd(&["verify", "--read-data"]),
-            "restic" | "rustic" => self.cmd(&["check", "--read-data"]),
-            _ => self.cmd(&["check", "--download", &d, &v]),
+        match self.peer {
+            Peer::Strata => self.cmd(&["verify", "--read-data"]),
+            Peer::Restic | Peer::Rustic => self.cmd(&["check", "--read-data"]),
+            Peer::Rclone => self.cmd(&["check", "--download", &d, &v]),
         }
     }
 }
 
 const PASSWORD: &str = "bench password";
 
-fn find_program(name: &str, strata: &Path) -> Option<PathBuf> {
-    if name == "strata" {
+fn find_program(peer: Peer, strata: &Path) -> Option<PathBuf> {
+    if peer == Peer::Strata {
         return strata.exists().then(|| strata.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|d| d.join(name))
+        .map(|d| d.join(peer.name()))
         .find(|p| p.exists())
 }
 
 /// One tool's results.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Row {
-    tool: String,
+    tool: Peer,
     initial: Timing,
     incremental: Timing,
     restore: Timing,
@@ -310,7 +334,7 @@ fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
             std::fs::remove_dir_all(d)?;
         }
     }
-    if tool.name == "rclone" {
+    if tool.peer == Peer::Rclone {
         std::fs::write(&tool.cache, "")?;
     }
     timed(tool.init(), &log("init"))?;
@@ -321,10 +345,14 @@ fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
         0
     };
     Ok(Row {
-        tool: tool.name.to_string(),
+        tool: tool.peer,
         initial,
+        incremental: Timing::default(),
+        restore: Timing::default(),
+        verify: Timing::default(),
+        vault_bytes: 0,
+        vault_files: 0,
         initial_vault_bytes,
-        ..Row::default()
     })
 }
 
@@ -378,7 +406,7 @@ fn table(rows: &[Row], objects: usize, bytes: u64, changed: usize) -> String {
         let _ = writeln!(
             s,
             "| {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.2} | {:.0} | {} |",
-            r.tool,
+            r.tool.name(),
             r.initial.wall_s,
             objects as f64 / r.initial.wall_s.max(0.01),
             mb / r.initial.wall_s.max(0.01),
@@ -398,8 +426,8 @@ fn table(rows: &[Row], objects: usize, bytes: u64, changed: usize) -> String {
         "\nDataset: {objects} objects, {mb:.0} MB; the incremental pass follows a mutation of {changed} objects (1%)."
     );
     if let (Some(st), Some(re)) = (
-        rows.iter().find(|r| r.tool == "strata"),
-        rows.iter().find(|r| r.tool == "restic"),
+        rows.iter().find(|r| r.tool == Peer::Strata),
+        rows.iter().find(|r| r.tool == Peer::Restic),
     ) {
         let _ = writeln!(
             s,
@@ -464,7 +492,7 @@ fn plot(rows: &[Row], objects: usize, bytes: u64, title: &str) -> String {
                 colours[i % colours.len()],
             ));
             svg.text(x, y - 3.0, &format!("{v:.0}"));
-            svg.text(x, top + ph + 14.0, &rows[i].tool);
+            svg.text(x, top + ph + 14.0, rows[i].tool.name());
         }
     }
     svg.finish()
@@ -521,21 +549,15 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
     let (bytes, objects) = tree_size(&data)?;
     let mut tools = Vec::new();
     let mut notes = Vec::new();
-    for name in &a.tools {
-        let name: &'static str = match name.as_str() {
-            "strata" => "strata",
-            "restic" => "restic",
-            "rustic" => "rustic",
-            "rclone" => "rclone",
-            other => bail!("unknown tool {other:?} (strata, restic, rustic, rclone)"),
-        };
-        let Some(program) = find_program(name, &a.strata) else {
+    for &peer in &a.tools {
+        let name = peer.name();
+        let Some(program) = find_program(peer, &a.strata) else {
             notes.push(format!("{name}: not installed, skipped"));
             continue;
         };
         let v = version(
             &program,
-            if name == "strata" {
+            if peer == Peer::Strata {
                 "--version"
             } else {
                 "version"
@@ -543,10 +565,11 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
         );
         notes.push(format!("{name}: {}", v.trim()));
         tools.push(Tool {
+            peer,
             name,
             program,
             vault: work.join(format!("vault-{name}")),
-            cache: work.join(if name == "rclone" {
+            cache: work.join(if peer == Peer::Rclone {
                 "rclone.conf".to_string()
             } else {
                 format!("cache-{name}")
@@ -573,12 +596,12 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
     }
     let ceiling = pipeline_ceiling(&data, None)?;
     let mut out = table(&rows, objects, bytes, changed);
-    if let Some(st) = rows.iter().find(|r| r.tool == "strata") {
+    if let Some(st) = rows.iter().find(|r| r.tool == Peer::Strata) {
         out.push_str(&limits(st, bytes, ceiling, &data, &work).await?);
     }
     let _ = writeln!(out, "\nMachine: {}; {}.", machine(), notes.join("; "));
     if a.s3 {
-        let rclone = tools.iter().any(|t| t.name == "rclone");
+        let rclone = tools.iter().any(|t| t.peer == Peer::Rclone);
         out.push_str(&s3_to_s3(&data, &a.strata, &work, rclone).await?);
     }
     println!("{out}");
@@ -1000,6 +1023,27 @@ mod tests {
             appended,
             "a\n\n<!-- compare:large -->\nx\n<!-- /compare:large -->\n"
         );
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        compare: CompareArgs,
+    }
+
+    #[test]
+    fn tools_are_named_peers_and_an_unknown_one_is_refused() {
+        use clap::Parser;
+        let all = Cli::try_parse_from(["bench"]).unwrap();
+        assert_eq!(
+            all.compare.tools,
+            [Peer::Strata, Peer::Restic, Peer::Rustic, Peer::Rclone]
+        );
+        for p in all.compare.tools {
+            let again = Cli::try_parse_from(["bench", "--tools", p.name()]).unwrap();
+            assert_eq!(again.compare.tools, [p]);
+        }
+        assert!(Cli::try_parse_from(["bench", "--tools", "strata,borg"]).is_err());
     }
 
     #[test]
