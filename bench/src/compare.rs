@@ -142,7 +142,6 @@ impl Peer {
 /// How to drive one tool.
 struct Tool {
     peer: Peer,
-    name: &'static str,
     /// Absent peers are skipped.
     program: PathBuf,
     vault: PathBuf,
@@ -328,7 +327,7 @@ fn restored_root(target: &Path, data: &Path) -> PathBuf {
 fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.name));
+    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.peer.name()));
     for d in [&tool.vault, &tool.cache] {
         if d.is_dir() {
             std::fs::remove_dir_all(d)?;
@@ -358,9 +357,9 @@ fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
 
 fn finish_tool(tool: &Tool, row: &mut Row, data: &Path, work: &Path) -> Result<()> {
     let logs = work.join("logs");
-    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.name));
+    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.peer.name()));
     row.incremental = timed(tool.backup(data), &log("incremental"))?;
-    let target = work.join(format!("restore-{}", tool.name));
+    let target = work.join(format!("restore-{}", tool.peer.name()));
     if target.exists() {
         std::fs::remove_dir_all(&target)?;
     }
@@ -566,7 +565,6 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
         notes.push(format!("{name}: {}", v.trim()));
         tools.push(Tool {
             peer,
-            name,
             program,
             vault: work.join(format!("vault-{name}")),
             cache: work.join(if peer == Peer::Rclone {
@@ -578,18 +576,18 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     for t in &tools {
-        eprintln!("{}: initial backup …", t.name);
+        eprintln!("{}: initial backup …", t.peer.name());
         rows.push(run_tool(t, &data, &work)?);
     }
     let m = mutate(&data, 1)?;
     let changed = m.overwritten + m.added + m.deleted;
     settle_deletions(deleted_at);
     for (t, row) in tools.iter().zip(rows.iter_mut()) {
-        eprintln!("{}: incremental, restore, verify …", t.name);
+        eprintln!("{}: incremental, restore, verify …", t.peer.name());
         finish_tool(t, row, &data, &work)?;
     }
     for t in &tools {
-        let target = work.join(format!("restore-{}", t.name));
+        let target = work.join(format!("restore-{}", t.peer.name()));
         if target.exists() {
             std::fs::remove_dir_all(&target)?;
         }
