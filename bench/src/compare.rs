@@ -129,6 +129,14 @@ enum Peer {
 }
 
 impl Peer {
+    /// The argument that makes the program print its version.
+    fn version_arg(self) -> &'static str {
+        match self {
+            Peer::Strata => "--version",
+            Peer::Restic | Peer::Rustic | Peer::Rclone => "version",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Peer::Strata => "strata",
@@ -146,9 +154,33 @@ struct Tool {
     program: PathBuf,
     vault: PathBuf,
     cache: PathBuf,
+    /// Where its restore goes (kept until every tool is done).
+    restore_to: PathBuf,
+    logs: PathBuf,
 }
 
 impl Tool {
+    /// `peer` run as `program`, with its vault, cache, restore and logs
+    /// under `work`.
+    fn new(peer: Peer, program: PathBuf, work: &Path) -> Tool {
+        let name = peer.name();
+        Tool {
+            peer,
+            program,
+            vault: work.join(format!("vault-{name}")),
+            cache: work.join(match peer {
+                Peer::Rclone => "rclone.conf".to_string(),
+                Peer::Strata | Peer::Restic | Peer::Rustic => format!("cache-{name}"),
+            }),
+            restore_to: work.join(format!("restore-{name}")),
+            logs: work.join("logs"),
+        }
+    }
+
+    fn log(&self, phase: &str) -> PathBuf {
+        self.logs.join(format!("{}-{phase}.log", self.peer.name()))
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.program);
         let vault = self.vault.to_string_lossy().to_string();
@@ -324,10 +356,8 @@ fn restored_root(target: &Path, data: &Path) -> PathBuf {
     }
 }
 
-fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
-    let logs = work.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.peer.name()));
+fn run_tool(tool: &Tool, data: &Path) -> Result<Row> {
+    std::fs::create_dir_all(&tool.logs)?;
     for d in [&tool.vault, &tool.cache] {
         if d.is_dir() {
             std::fs::remove_dir_all(d)?;
@@ -336,8 +366,8 @@ fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
     if tool.peer == Peer::Rclone {
         std::fs::write(&tool.cache, "")?;
     }
-    timed(tool.init(), &log("init"))?;
-    let initial = timed(tool.backup(data), &log("initial"))?;
+    timed(tool.init(), &tool.log("init"))?;
+    let initial = timed(tool.backup(data), &tool.log("initial"))?;
     let initial_vault_bytes = if tool.vault.is_dir() {
         tree_size(&tool.vault)?.0
     } else {
@@ -355,24 +385,22 @@ fn run_tool(tool: &Tool, data: &Path, work: &Path) -> Result<Row> {
     })
 }
 
-fn finish_tool(tool: &Tool, row: &mut Row, data: &Path, work: &Path) -> Result<()> {
-    let logs = work.join("logs");
-    let log = |phase: &str| logs.join(format!("{}-{phase}.log", tool.peer.name()));
-    row.incremental = timed(tool.backup(data), &log("incremental"))?;
-    let target = work.join(format!("restore-{}", tool.peer.name()));
+fn finish_tool(tool: &Tool, row: &mut Row, data: &Path) -> Result<()> {
+    row.incremental = timed(tool.backup(data), &tool.log("incremental"))?;
+    let target = &tool.restore_to;
     if target.exists() {
-        std::fs::remove_dir_all(&target)?;
+        std::fs::remove_dir_all(target)?;
     }
     // Restore and verify read the vault from storage, as they would on
     // the day, not from the page cache its writes left behind.
     evict_from_page_cache(&tool.vault)?;
-    row.restore = timed(tool.restore(&target), &log("restore"))?;
-    same_tree(data, &restored_root(&target, data))?;
+    row.restore = timed(tool.restore(target), &tool.log("restore"))?;
+    same_tree(data, &restored_root(target, data))?;
     // Kept until all tools are done: deleting thousands of files leaves
     // ext4 scanning past recently freed inodes on the next tool's restore,
     // which measured 1.5x slower for whichever tool came next.
     evict_from_page_cache(&tool.vault)?;
-    row.verify = timed(tool.verify(data), &log("verify"))?;
+    row.verify = timed(tool.verify(data), &tool.log("verify"))?;
     (row.vault_bytes, row.vault_files) = tree_size(&tool.vault)?;
     // The disk is the limit on big presets: the vault goes once measured.
     std::fs::remove_dir_all(&tool.vault)?;
@@ -554,42 +582,25 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
             notes.push(format!("{name}: not installed, skipped"));
             continue;
         };
-        let v = version(
-            &program,
-            if peer == Peer::Strata {
-                "--version"
-            } else {
-                "version"
-            },
-        );
+        let v = version(&program, peer.version_arg());
         notes.push(format!("{name}: {}", v.trim()));
-        tools.push(Tool {
-            peer,
-            program,
-            vault: work.join(format!("vault-{name}")),
-            cache: work.join(if peer == Peer::Rclone {
-                "rclone.conf".to_string()
-            } else {
-                format!("cache-{name}")
-            }),
-        });
+        tools.push(Tool::new(peer, program, &work));
     }
     let mut rows = Vec::new();
     for t in &tools {
         eprintln!("{}: initial backup …", t.peer.name());
-        rows.push(run_tool(t, &data, &work)?);
+        rows.push(run_tool(t, &data)?);
     }
     let m = mutate(&data, 1)?;
     let changed = m.overwritten + m.added + m.deleted;
     settle_deletions(deleted_at);
     for (t, row) in tools.iter().zip(rows.iter_mut()) {
         eprintln!("{}: incremental, restore, verify …", t.peer.name());
-        finish_tool(t, row, &data, &work)?;
+        finish_tool(t, row, &data)?;
     }
     for t in &tools {
-        let target = work.join(format!("restore-{}", t.peer.name()));
-        if target.exists() {
-            std::fs::remove_dir_all(&target)?;
+        if t.restore_to.exists() {
+            std::fs::remove_dir_all(&t.restore_to)?;
         }
     }
     let ceiling = pipeline_ceiling(&data, None)?;
