@@ -11,7 +11,9 @@
 //! `rclone copy` bucket to bucket. Then the machine's limits for a
 //! backup, measured in the same run: the CPU's (strata's chunker and pack
 //! builder over the data in memory), the disk's for writing a vault of
-//! strata's size, and the two together (the CPU limit storing its packs).
+//! strata's size, the two together (the CPU limit storing its packs),
+//! and strata's backup once more into a vault in memory (a tmpfs), where
+//! the disk drops out.
 //! The table goes to stdout and, with
 //! `--docs`, into `docs/benchmarks.md` between markers, with an SVG.
 
@@ -605,8 +607,12 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
     }
     let ceiling = pipeline_ceiling(&data, None)?;
     let mut out = table(&rows, objects, bytes, changed);
-    if let Some(st) = rows.iter().find(|r| r.tool == Peer::Strata) {
-        out.push_str(&limits(st, bytes, ceiling, &data, &work).await?);
+    let strata = tools
+        .iter()
+        .zip(&rows)
+        .find(|(t, _)| t.peer == Peer::Strata);
+    if let Some((tool, row)) = strata {
+        out.push_str(&limits(tool, row, bytes, ceiling, &data, &work).await?);
     }
     let _ = writeln!(out, "\nMachine: {}; {}.", machine(), notes.join("; "));
     if a.s3 {
@@ -811,34 +817,96 @@ impl PackStore {
 /// What bounds a backup on this machine, and how close strata came: the
 /// CPU limit (`cpu`, [`pipeline_ceiling`] without writes), the disk's
 /// limit for writing strata's vault ([`vault_write_ceiling`], as MB/s of
-/// this dataset's input at strata's vault size), and the two together
-/// ([`pipeline_ceiling`] storing its packs in the work directory).
+/// this dataset's input at strata's vault size), the two together
+/// ([`pipeline_ceiling`] storing its packs in the work directory), and
+/// strata's backup again with the disk out of the way
+/// ([`memory_vault_backup`]).
 #[allow(clippy::cast_precision_loss)]
-async fn limits(strata: &Row, bytes: u64, cpu: f64, data: &Path, work: &Path) -> Result<String> {
+async fn limits(
+    tool: &Tool,
+    strata: &Row,
+    bytes: u64,
+    cpu: f64,
+    data: &Path,
+    work: &Path,
+) -> Result<String> {
     let mbs = bytes as f64 / 1e6 / strata.initial.wall_s.max(0.01);
-    let pct = |limit: f64| 100.0 * mbs / limit.max(0.01);
+    let pct = |mbs: f64, limit: f64| 100.0 * mbs / limit.max(0.01);
     let mut out = format!(
         "\nMachine limit for hashing + compression + encryption on all cores (strata's chunker and pack builder over the data in memory, each distinct blob once): {cpu:.0} MB/s; strata's initial backup reached {mbs:.0} MB/s, **{:.0}%** of it.\n",
-        pct(cpu)
+        pct(mbs, cpu)
     );
     if strata.initial_vault_bytes == 0 {
         return Ok(out);
     }
-    let (written, both) = tokio::task::block_in_place(|| {
+    let (written, both, in_memory) = tokio::task::block_in_place(|| {
         let written = vault_write_ceiling(work, strata.initial_vault_bytes)?;
-        anyhow::Ok((
-            written,
-            pipeline_ceiling(data, Some(&work.join("limit-vault")))?,
-        ))
+        let both = pipeline_ceiling(data, Some(&work.join("limit-vault")))?;
+        let in_memory = memory_vault_backup(tool, data, strata.initial_vault_bytes)?;
+        anyhow::Ok((written, both, in_memory))
     })?;
     let disk = written * bytes as f64 / strata.initial_vault_bytes as f64;
     let _ = writeln!(
         out,
         "\nWith the vault's writes: the disk alone (strata's local backend storing {:.0} MB as 16 MiB packs, {UPLOADS} at a time, direct and fsynced, in the work directory) takes {written:.0} MB/s, {disk:.0} MB/s of this dataset's input; the limit above with its packs stored that way reaches {both:.0} MB/s, and strata **{:.0}%** of that.",
         strata.initial_vault_bytes as f64 / 1e6,
-        pct(both)
+        pct(mbs, both)
     );
+    match in_memory {
+        Some((t, input)) => {
+            let m = input as f64 / 1e6 / t.wall_s.max(0.01);
+            let _ = writeln!(
+                out,
+                "\nWith the disk out of the way: strata's initial backup of the same data (after the mutation, {:.0} MB) into a fresh vault in memory (a tmpfs, so storing costs a copy into memory instead of waiting on the disk) took {:.2} s and {:.1} CPU s, {m:.0} MB/s: **{:.0}%** of the CPU limit.",
+                input as f64 / 1e6,
+                t.wall_s,
+                t.cpu_s,
+                pct(m, cpu)
+            );
+        }
+        None => out.push_str(
+            "\nWith the disk out of the way: not measured (no tmpfs at /dev/shm, or too little free memory for a second vault).\n",
+        ),
+    }
     Ok(out)
+}
+
+/// Where [`memory_vault_backup`] keeps its vault.
+const MEMORY_DIR: &str = "/dev/shm";
+
+/// Strata's initial backup of `data` timed again, into a fresh vault in a
+/// tmpfs: the disk drops out, and what is left is strata's own work (the
+/// CPU limit's, plus reading the source, listing, the index, and storing
+/// into memory). With the bytes of `data` backed up; `None` when
+/// [`MEMORY_DIR`] is not a tmpfs or free memory could not hold twice a
+/// vault of `vault_bytes` and a GiB besides. The vault is removed after.
+fn memory_vault_backup(
+    tool: &Tool,
+    data: &Path,
+    vault_bytes: u64,
+) -> Result<Option<(Timing, u64)>> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let is_tmpfs = mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&MEMORY_DIR) && f.get(2) == Some(&"tmpfs")
+    });
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024);
+    if !is_tmpfs || available < 2 * vault_bytes + (1 << 30) {
+        return Ok(None);
+    }
+    let dir = Path::new(MEMORY_DIR).join(format!("strata-bench-{}", std::process::id()));
+    let mut in_memory = Tool::new(tool.peer, tool.program.clone(), &dir);
+    in_memory.logs.clone_from(&tool.logs);
+    std::fs::create_dir_all(&dir)?;
+    let timing = timed(in_memory.init(), &in_memory.log("init-memory"))
+        .and_then(|_| timed(in_memory.backup(data), &in_memory.log("initial-memory")));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(Some((timing?, tree_size(data)?.0)))
 }
 
 /// The disk's limit for a backup's writes, in MB/s: a [`PackStore`]
