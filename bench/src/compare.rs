@@ -667,6 +667,10 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
     let chunker = ChunkerParams::default();
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());
     let store = vault.map(PackStore::new).transpose()?;
+    // Built as the packer builds them: 16 MiB packs of at most 16,384
+    // blobs, in buffers the largest blob cannot outgrow.
+    let largest_blob = chunker.threshold.max(chunker.max_size) as usize;
+    let capacity = strata_store::pack::capacity_for(16 << 20, largest_blob, 1 << 14);
     let cut_and_pack = |store: Option<&PackStore>| {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
@@ -674,7 +678,7 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
                     let (bodies, keys, seen) = (&bodies, &keys, &seen);
                     scope.spawn(move || -> Result<u64> {
                         let mut n = 0u64;
-                        let fresh = || PackBuilder::new(keys, random_bytes(), 17 << 20);
+                        let fresh = || PackBuilder::new(keys, random_bytes(), capacity);
                         let mut pack = fresh();
                         for body in bodies.iter().skip(t).step_by(threads) {
                             for (at, len) in chunker.cut(body) {

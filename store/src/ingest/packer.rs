@@ -125,7 +125,10 @@ impl Packer {
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
         let segment_due = Arc::new(tokio::sync::Notify::new());
-        let spares = Spares::new(pack_capacity(limits.bytes));
+        let chunker = repo.config().chunker;
+        let largest_blob = chunker.threshold.max(chunker.max_size) as usize;
+        let capacity = crate::pack::capacity_for(limits.bytes, largest_blob, limits.blobs.max(1));
+        let spares = Spares::new(capacity);
         // Asked once: it reads cgroup files.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let uploader = tokio::spawn(upload_loop(
@@ -139,7 +142,7 @@ impl Packer {
         ));
         Packer {
             keys: repo.keys().clone(),
-            chunker: repo.config().chunker,
+            chunker,
             zstd_level: repo.config().zstd_level,
             target: limits.bytes,
             max_blobs: limits.blobs.max(1),
@@ -210,8 +213,12 @@ impl Packer {
             }
         }
         let mut builder = self.builders.take().unwrap_or_else(|| {
-            let capacity = pack_capacity(self.target);
-            PackBuilder::in_buffer(&self.keys, random_bytes(), capacity, self.spares.take())
+            PackBuilder::in_buffer(
+                &self.keys,
+                random_bytes(),
+                self.spares.capacity,
+                self.spares.take(),
+            )
         });
         if let Err(e) = builder.add(id, data, self.zstd_level) {
             // Not stored, so not pending: a later copy of the blob is
@@ -384,15 +391,15 @@ impl Builders {
     }
 }
 
-/// Buffers of stored packs, kept for the next packs: a fresh 17 MiB
-/// buffer is 4,352 page faults (or 9 huge ones), each zeroing its page —
+/// Buffers of stored packs, kept for the next packs: filling a fresh
+/// buffer with 16 MiB is 4,096 page faults (or 8 huge ones), each zeroing its page —
 /// a tenth of a large backup's samples, more on a VM whose idle memory went
 /// back to the host (`docs/benchmarks.md`). Two are kept; a buffer still
 /// held elsewhere (an S3 client keeping its body) is not taken back.
 #[derive(Clone)]
 struct Spares {
     pool: Arc<BufferPool>,
-    /// A pack buffer's capacity.
+    /// A pack buffer's capacity ([`crate::pack::capacity_for`]).
     capacity: usize,
 }
 
@@ -414,12 +421,6 @@ impl Spares {
             self.pool.give(buf);
         }
     }
-}
-
-/// The buffer a pack of `target` bytes is built in: room for the blob
-/// that takes it past the target, and its trailer.
-fn pack_capacity(target: usize) -> usize {
-    target + (1 << 20)
 }
 
 fn stopped() -> Error {

@@ -113,6 +113,19 @@ pub struct PackBuilder {
 /// Buffers of at least this capacity put the pack on a page boundary.
 pub const ALIGN_FROM: usize = 1 << 20;
 
+/// The buffer a pack closed at `target` bytes fills at most, so it is
+/// never reallocated (a copy of the whole pack, and fresh pages to fault
+/// in) while blobs go in: the target, less one byte, then the worst record
+/// of the largest blob (zstd's bound, which [`PackBuilder::add`] reserves
+/// before compressing, and the tag), then the sealed trailer of
+/// `max_blobs` entries and the footer. Pages of it never written are
+/// never touched, so they cost address space, not memory.
+pub fn capacity_for(target: usize, largest_blob: usize, max_blobs: usize) -> usize {
+    let record = zstd::zstd_safe::compress_bound(largest_blob).max(largest_blob) + TAG_LEN;
+    let trailer = 4 + max_blobs * ENTRY_LEN + TAG_LEN + FOOTER_LEN;
+    HEADER_LEN + target + record + trailer
+}
+
 /// A finished pack, ready to upload under `packs/<id>`.
 #[derive(Debug)]
 pub struct FinishedPack {
@@ -480,6 +493,46 @@ mod tests {
             assert_eq!(&view.blob(&keys, e).unwrap(), blob);
         }
         assert_eq!(view.entries[1].compression, Compression::Zstd);
+    }
+
+    /// The worst a pack closed at its target can come to — one byte short
+    /// of it, then the largest blob, then a trailer of the most blobs —
+    /// fits the buffer [`capacity_for`] sizes: the pack is never moved.
+    #[test]
+    fn a_pack_never_outgrows_the_capacity_for_its_limits() {
+        let keys = keys();
+        let (target, largest, max_blobs) = (1 << 20, 256 << 10, 300);
+        let capacity = capacity_for(target, largest, max_blobs);
+        let random = crate::chunk::tests::pattern(largest, 9);
+        // Incompressible (stored raw, the largest record) and compressible
+        // (zstd's bound reserved before compressing) last blobs.
+        for last in [random.clone(), vec![0u8; largest]] {
+            let mut b = PackBuilder::new(&keys, [1; 32], capacity);
+            let at = b.buf.as_ptr().wrapping_add(b.start);
+            let full = 3;
+            for i in 0..max_blobs - 2 - full {
+                let tiny = [i.to_le_bytes()[0]];
+                b.add(keys.blob_id(&tiny), &tiny, 3).unwrap();
+            }
+            // Raw records (random bytes) up to one byte short of the target.
+            for _ in 0..full {
+                b.add(keys.blob_id(&random), &random, 3).unwrap();
+            }
+            let short = target - 1 - b.len_bytes() - TAG_LEN;
+            assert!(short <= largest);
+            b.add(keys.blob_id(&random[..short]), &random[..short], 3)
+                .unwrap();
+            assert_eq!(b.len_bytes(), target - 1);
+            b.add(keys.blob_id(&last), &last, 3).unwrap();
+            assert_eq!(b.blob_count(), max_blobs);
+            let p = b.finish();
+            assert_eq!(p.bytes.as_ptr(), at, "the pack moved to a larger buffer");
+            let view = PackView::open(&keys, &p.bytes, Some(p.id)).unwrap();
+            assert_eq!(
+                view.blob(&keys, &view.entries[max_blobs - 1]).unwrap(),
+                last
+            );
+        }
     }
 
     /// A large buffer puts the pack on a page boundary; the bytes (and so
