@@ -10,7 +10,8 @@
 //! local S3 server is backed up into an S3 vault and compared with
 //! `rclone copy` bucket to bucket. Then the machine's limits for a
 //! backup, measured in the same run: the CPU's (strata's chunker and pack
-//! builder over the data in memory), the disk's for writing a vault of
+//! builder over the data in memory; in MB/s, and in CPU time per MB
+//! against strata's), the disk's for writing a vault of
 //! strata's size, the two together (the CPU limit storing its packs),
 //! and strata's backup once more into a vault in memory (a tmpfs), where
 //! the disk drops out.
@@ -605,14 +606,14 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
             std::fs::remove_dir_all(&t.restore_to)?;
         }
     }
-    let ceiling = pipeline_ceiling(&data, None)?;
+    let ceiling = tokio::task::block_in_place(|| pipeline_ceiling(&data, None))?;
     let mut out = table(&rows, objects, bytes, changed);
     let strata = tools
         .iter()
         .zip(&rows)
         .find(|(t, _)| t.peer == Peer::Strata);
     if let Some((tool, row)) = strata {
-        out.push_str(&limits(tool, row, bytes, ceiling, &data, &work).await?);
+        out.push_str(&limits(tool, row, bytes, &ceiling, &data, &work).await?);
     }
     let _ = writeln!(out, "\nMachine: {}; {}.", machine(), notes.join("; "));
     if a.s3 {
@@ -645,7 +646,7 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
 }
 
 /// The machine's limit for what a backup must do to the data, in MB/s
-/// of input: keyed blake3 of every byte, and zstd at level 3 (after the
+/// of input and CPU time per MB: keyed blake3 of every byte, and zstd at level 3 (after the
 /// sample probe) and AES-256-GCM of every distinct blob, through strata's
 /// own chunker (the vault default's cut points) and pack builder, on all
 /// cores, over the dataset held in memory (read before the clock starts).
@@ -654,7 +655,7 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
 /// queue); without, they are dropped. Listing, reading the source, dedup
 /// lookups in an index and the index itself are left out.
 #[allow(clippy::cast_precision_loss)]
-fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
+fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<Ceiling> {
     use strata_store::chunk::ChunkerParams;
     use strata_store::crypto::{random_bytes, Keys, MasterKey};
     use strata_store::pack::PackBuilder;
@@ -713,7 +714,7 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
                 .sum::<Result<u64>>()
         })
     };
-    let started = std::time::Instant::now();
+    let (started, cpu_before) = (std::time::Instant::now(), process_cpu_s()?);
     let bytes = match &store {
         None => cut_and_pack(None)?,
         Some(s) => {
@@ -725,11 +726,41 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<f64> {
             bytes
         }
     };
-    let mbs = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
+    let mb = bytes as f64 / 1e6;
+    let ceiling = Ceiling {
+        mbs: mb / started.elapsed().as_secs_f64(),
+        cpu_s_per_mb: (process_cpu_s()? - cpu_before) / mb.max(1e-6),
+    };
     if let Some(v) = vault {
         std::fs::remove_dir_all(v)?;
     }
-    Ok(mbs)
+    Ok(ceiling)
+}
+
+/// A limit measured by [`pipeline_ceiling`].
+struct Ceiling {
+    /// MB of input per second of wall time, on all cores.
+    mbs: f64,
+    /// CPU seconds (user and system, all threads) per MB of input.
+    cpu_s_per_mb: f64,
+}
+
+/// CPU seconds this process has used (user and system, all threads), from
+/// `/proc/self/stat` in clock ticks (100 a second on Linux).
+#[allow(clippy::cast_precision_loss)]
+fn process_cpu_s() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("field {} of /proc/self/stat", i + 3))
+    };
+    // utime and stime: fields 14 and 15, the 12th and 13th after the name.
+    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// Packs stored at once, as the ingest uploader stores them.
@@ -819,7 +850,8 @@ impl PackStore {
 }
 
 /// What bounds a backup on this machine, and how close strata came: the
-/// CPU limit (`cpu`, [`pipeline_ceiling`] without writes), the disk's
+/// CPU limit (`cpu`, [`pipeline_ceiling`] without writes) in MB/s and in
+/// CPU time per MB against strata's, the disk's
 /// limit for writing strata's vault ([`vault_write_ceiling`], as MB/s of
 /// this dataset's input at strata's vault size), the two together
 /// ([`pipeline_ceiling`] storing its packs in the work directory), and
@@ -830,15 +862,25 @@ async fn limits(
     tool: &Tool,
     strata: &Row,
     bytes: u64,
-    cpu: f64,
+    cpu: &Ceiling,
     data: &Path,
     work: &Path,
 ) -> Result<String> {
     let mbs = bytes as f64 / 1e6 / strata.initial.wall_s.max(0.01);
     let pct = |mbs: f64, limit: f64| 100.0 * mbs / limit.max(0.01);
     let mut out = format!(
-        "\nMachine limit for hashing + compression + encryption on all cores (strata's chunker and pack builder over the data in memory, each distinct blob once): {cpu:.0} MB/s; strata's initial backup reached {mbs:.0} MB/s, **{:.0}%** of it.\n",
-        pct(mbs, cpu)
+        "\nMachine limit for hashing + compression + encryption on all cores (strata's chunker and pack builder over the data in memory, each distinct blob once): {:.0} MB/s; strata's initial backup reached {mbs:.0} MB/s, **{:.0}%** of it.\n",
+        cpu.mbs,
+        pct(mbs, cpu.mbs)
+    );
+    // Per MB, what the limit's work costs against all strata does.
+    let strata_cpu_per_mb = strata.initial.cpu_s / (bytes as f64 / 1e6).max(1e-6);
+    let _ = writeln!(
+        out,
+        "\nCPU time per MB of input: the limit's work {:.2} ms, strata's whole backup {:.2} ms (listing, reading the source, dedup, the index and the vault's writes besides): the limit's work is **{:.0}%** of it, the share of the limit strata reaches with every core busy, where the disk keeps up.",
+        cpu.cpu_s_per_mb * 1e3,
+        strata_cpu_per_mb * 1e3,
+        100.0 * cpu.cpu_s_per_mb / strata_cpu_per_mb.max(1e-9)
     );
     if strata.initial_vault_bytes == 0 {
         return Ok(out);
@@ -852,9 +894,10 @@ async fn limits(
     let disk = written * bytes as f64 / strata.initial_vault_bytes as f64;
     let _ = writeln!(
         out,
-        "\nWith the vault's writes: the disk alone (strata's local backend storing {:.0} MB as 16 MiB packs, {UPLOADS} at a time, direct and fsynced, in the work directory) takes {written:.0} MB/s, {disk:.0} MB/s of this dataset's input; the limit above with its packs stored that way reaches {both:.0} MB/s, and strata **{:.0}%** of that.",
+        "\nWith the vault's writes: the disk alone (strata's local backend storing {:.0} MB as 16 MiB packs, {UPLOADS} at a time, direct and fsynced, in the work directory) takes {written:.0} MB/s, {disk:.0} MB/s of this dataset's input; the limit above with its packs stored that way reaches {:.0} MB/s, and strata **{:.0}%** of that.",
         strata.initial_vault_bytes as f64 / 1e6,
-        pct(mbs, both)
+        both.mbs,
+        pct(mbs, both.mbs)
     );
     match in_memory {
         Some((t, input)) => {
@@ -865,7 +908,7 @@ async fn limits(
                 input as f64 / 1e6,
                 t.wall_s,
                 t.cpu_s,
-                pct(m, cpu)
+                pct(m, cpu.mbs)
             );
         }
         None => out.push_str(
