@@ -123,7 +123,7 @@ pub const ALIGN_FROM: usize = 1 << 20;
 pub fn capacity_for(target: usize, largest_blob: usize, max_blobs: usize) -> usize {
     let record = zstd::zstd_safe::compress_bound(largest_blob).max(largest_blob) + TAG_LEN;
     let trailer = 4 + max_blobs * ENTRY_LEN + TAG_LEN + FOOTER_LEN;
-    HEADER_LEN + target + record + trailer
+    target + record + trailer
 }
 
 /// A finished pack, ready to upload under `packs/<id>`.
