@@ -656,7 +656,6 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
 /// lookups in an index and the index itself are left out.
 #[allow(clippy::cast_precision_loss)]
 fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<Ceiling> {
-    use strata_store::chunk::ChunkerParams;
     use strata_store::crypto::{random_bytes, Keys, MasterKey};
     use strata_store::pack::PackBuilder;
     let bodies = files(data)?
@@ -665,13 +664,15 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<Ceiling> {
         .collect::<std::io::Result<Vec<Vec<u8>>>>()?;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let keys = Keys::derive(&MasterKey::generate());
-    let chunker = ChunkerParams::default();
+    // A new vault's chunker and pack target.
+    let defaults = strata_store::config::Config::new([0; 16], 0);
+    let (chunker, target) = (defaults.chunker, defaults.pack_target_size as usize);
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());
     let store = vault.map(PackStore::new).transpose()?;
-    // Built as the packer builds them: 16 MiB packs of at most 16,384
+    // Built as the packer builds them: closed at the target or at the most
     // blobs, in buffers the largest blob cannot outgrow.
-    let largest_blob = chunker.threshold.max(chunker.max_size) as usize;
-    let capacity = strata_store::pack::capacity_for(16 << 20, largest_blob, 1 << 14);
+    let max_blobs = strata_store::ingest::MAX_PACK_BLOBS;
+    let capacity = strata_store::pack::capacity_for(target, chunker.largest_blob(), max_blobs);
     let cut_and_pack = |store: Option<&PackStore>| {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
@@ -689,7 +690,7 @@ fn pipeline_ceiling(data: &Path, vault: Option<&Path>) -> Result<Ceiling> {
                                     continue;
                                 }
                                 pack.add(id, piece, 3)?;
-                                if pack.len_bytes() >= 16 << 20 {
+                                if pack.len_bytes() >= target || pack.blob_count() >= max_blobs {
                                     let full = std::mem::replace(&mut pack, fresh()).finish();
                                     if let Some(s) = store {
                                         s.send_pack(full)?;
@@ -867,7 +868,7 @@ async fn limits(
     work: &Path,
 ) -> Result<String> {
     let mbs = bytes as f64 / 1e6 / strata.initial.wall_s.max(0.01);
-    let pct = |mbs: f64, limit: f64| 100.0 * mbs / limit.max(0.01);
+    let pct = |part: f64, whole: f64| 100.0 * part / whole.max(f64::MIN_POSITIVE);
     let mut out = format!(
         "\nMachine limit for hashing + compression + encryption on all cores (strata's chunker and pack builder over the data in memory, each distinct blob once): {:.0} MB/s; strata's initial backup reached {mbs:.0} MB/s, **{:.0}%** of it.\n",
         cpu.mbs,
@@ -880,7 +881,7 @@ async fn limits(
         "\nCPU time per MB of input: the limit's work {:.2} ms, strata's whole backup {:.2} ms (listing, reading the source, dedup, the index and the vault's writes besides): the limit's work is **{:.0}%** of it, the share of the limit strata reaches with every core busy, where the disk keeps up.",
         cpu.cpu_s_per_mb * 1e3,
         strata_cpu_per_mb * 1e3,
-        100.0 * cpu.cpu_s_per_mb / strata_cpu_per_mb.max(1e-9)
+        pct(cpu.cpu_s_per_mb, strata_cpu_per_mb)
     );
     if strata.initial_vault_bytes == 0 {
         return Ok(out);

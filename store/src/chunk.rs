@@ -59,6 +59,12 @@ impl ChunkerParams {
         }
     }
 
+    /// The longest blob these parameters make: a whole object up to the
+    /// threshold, above it a maximum chunk.
+    pub fn largest_blob(&self) -> usize {
+        self.threshold.max(self.max_size) as usize
+    }
+
     /// Cut points of an in-memory buffer, as (offset, length) pairs.
     pub fn cut(&self, data: &[u8]) -> Vec<(usize, usize)> {
         if data.len() <= self.threshold as usize {

@@ -26,6 +26,7 @@
 
 mod packer;
 mod partition;
+pub use packer::MAX_PACK_BLOBS;
 pub mod plan;
 mod read;
 pub mod scheduled;

@@ -39,7 +39,7 @@ use crate::repo::{pack_name, Repository};
 /// sealed) made the peak memory of a pass grow with how small and
 /// compressible its objects are: 16,384 keeps each under 1 MiB, at one
 /// vault PUT per 16,384 such objects.
-pub(super) const MAX_PACK_BLOBS: usize = 1 << 14;
+pub const MAX_PACK_BLOBS: usize = 1 << 14;
 
 /// When the packer closes a pack, and when the pass writes a segment.
 pub(super) struct PackLimits {
@@ -126,8 +126,8 @@ impl Packer {
         let (tx, rx) = mpsc::channel(1);
         let segment_due = Arc::new(tokio::sync::Notify::new());
         let chunker = repo.config().chunker;
-        let largest_blob = chunker.threshold.max(chunker.max_size) as usize;
-        let capacity = crate::pack::capacity_for(limits.bytes, largest_blob, limits.blobs.max(1));
+        let capacity =
+            crate::pack::capacity_for(limits.bytes, chunker.largest_blob(), limits.blobs.max(1));
         let spares = Spares::new(capacity);
         // Asked once: it reads cgroup files.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
