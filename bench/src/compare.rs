@@ -14,7 +14,8 @@
 //! against strata's), the disk's for writing a vault of
 //! strata's size, the two together (the CPU limit storing its packs),
 //! and strata's backup once more into a vault in memory (a tmpfs), where
-//! the disk drops out.
+//! the disk drops out. Initial backups and the CPU limit are taken as the
+//! fastest of `--tries` runs (three by default), the tools in turn.
 //! The table goes to stdout and, with
 //! `--docs`, into `docs/benchmarks.md` between markers, with an SVG.
 
@@ -51,6 +52,12 @@ pub struct CompareArgs {
     /// copy` bucket to bucket (needs `scripts/s3-server start` and its env).
     #[arg(long)]
     s3: bool,
+    /// Initial backups and the CPU limit are measured this many times and
+    /// the fastest kept: other work on a shared host only ever slows a run
+    /// down. Tools take turns, so a slow spell does not land on every try
+    /// of one tool.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    tries: u32,
     /// Write the table into this markdown file (between
     /// `<!-- compare:PRESET -->` markers) and an SVG beside it.
     #[arg(long)]
@@ -589,11 +596,28 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
         notes.push(format!("{name}: {}", v.trim()));
         tools.push(Tool::new(peer, program, &work));
     }
-    let mut rows = Vec::new();
-    for t in &tools {
-        eprintln!("{}: initial backup …", t.peer.name());
-        rows.push(run_tool(t, &data)?);
+    let mut rows: Vec<Row> = Vec::new();
+    for attempt in 1..=a.tries {
+        for (i, t) in tools.iter().enumerate() {
+            eprintln!(
+                "{}: initial backup ({attempt} of {}) …",
+                t.peer.name(),
+                a.tries
+            );
+            let row = run_tool(t, &data)?;
+            match rows.get_mut(i) {
+                Some(best) if best.initial.wall_s <= row.initial.wall_s => {}
+                Some(best) => *best = row,
+                None => rows.push(row),
+            }
+        }
     }
+    // Each try after the first deleted the tool's vault from the try before.
+    let deleted_at = if a.tries > 1 {
+        std::time::Instant::now()
+    } else {
+        deleted_at
+    };
     let m = mutate(&data, 1)?;
     let changed = m.overwritten + m.added + m.deleted;
     settle_deletions(deleted_at);
@@ -606,8 +630,24 @@ pub async fn compare(a: CompareArgs) -> Result<()> {
             std::fs::remove_dir_all(&t.restore_to)?;
         }
     }
-    let ceiling = tokio::task::block_in_place(|| pipeline_ceiling(&data, None))?;
+    let ceiling = tokio::task::block_in_place(|| {
+        let mut best = pipeline_ceiling(&data, None)?;
+        for _ in 1..a.tries {
+            let c = pipeline_ceiling(&data, None)?;
+            if c.mbs > best.mbs {
+                best = c;
+            }
+        }
+        anyhow::Ok(best)
+    })?;
     let mut out = table(&rows, objects, bytes, changed);
+    if a.tries > 1 {
+        let _ = writeln!(
+            out,
+            "\nInitial backups: the fastest of {} tries per tool, each into a fresh vault, the tools in turn; the CPU limit below: the fastest of {0}. The other steps and limits: one try.",
+            a.tries
+        );
+    }
     let strata = tools
         .iter()
         .zip(&rows)
