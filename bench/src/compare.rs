@@ -325,6 +325,20 @@ fn settle_deletions(deleted_at: std::time::Instant) {
     }
 }
 
+/// Reads every file of `dir`, so that the step after finds the source in
+/// the page cache as the first tool did: rclone drops the pages of the
+/// files it has read, and the tool after it (strata, on the next try) read
+/// ~45% of the large dataset from the disk (2.5 s → up to 4.5 s).
+fn warm(dir: &Path) -> Result<()> {
+    for f in files(dir)? {
+        std::io::copy(
+            &mut std::fs::File::open(dir.join(&f))?,
+            &mut std::io::sink(),
+        )?;
+    }
+    Ok(())
+}
+
 /// Writes out `dir`'s files and drops their pages from the page cache.
 fn evict_from_page_cache(dir: &Path) -> Result<()> {
     let _ = Command::new("sync").status();
@@ -377,6 +391,7 @@ fn run_tool(tool: &Tool, data: &Path) -> Result<Row> {
         std::fs::write(&tool.cache, "")?;
     }
     timed(tool.init(), &tool.log("init"))?;
+    warm(data)?;
     let initial = timed(tool.backup(data), &tool.log("initial"))?;
     let initial_vault_bytes = if tool.vault.is_dir() {
         tree_size(&tool.vault)?.0
@@ -396,6 +411,7 @@ fn run_tool(tool: &Tool, data: &Path) -> Result<Row> {
 }
 
 fn finish_tool(tool: &Tool, row: &mut Row, data: &Path) -> Result<()> {
+    warm(data)?;
     row.incremental = timed(tool.backup(data), &tool.log("incremental"))?;
     let target = &tool.restore_to;
     if target.exists() {
@@ -992,7 +1008,8 @@ fn memory_vault_backup(
     in_memory.logs.clone_from(&tool.logs);
     std::fs::create_dir_all(&dir)?;
     let timing = timed(in_memory.init(), &in_memory.log("init-memory"))
-        .and_then(|_| timed(in_memory.backup(data), &in_memory.log("initial-memory")));
+        .and_then(|_| warm(data))
+        .and_then(|()| timed(in_memory.backup(data), &in_memory.log("initial-memory")));
     std::fs::remove_dir_all(&dir)?;
     Ok(Some((timing?, tree_size(data)?.0)))
 }
