@@ -339,6 +339,12 @@ fn warm(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `tool`'s backup of `data`, timed from a source in the page cache.
+fn timed_backup(tool: &Tool, data: &Path, phase: &str) -> Result<Timing> {
+    warm(data)?;
+    timed(tool.backup(data), &tool.log(phase))
+}
+
 /// Writes out `dir`'s files and drops their pages from the page cache.
 fn evict_from_page_cache(dir: &Path) -> Result<()> {
     let _ = Command::new("sync").status();
@@ -391,8 +397,7 @@ fn run_tool(tool: &Tool, data: &Path) -> Result<Row> {
         std::fs::write(&tool.cache, "")?;
     }
     timed(tool.init(), &tool.log("init"))?;
-    warm(data)?;
-    let initial = timed(tool.backup(data), &tool.log("initial"))?;
+    let initial = timed_backup(tool, data, "initial")?;
     let initial_vault_bytes = if tool.vault.is_dir() {
         tree_size(&tool.vault)?.0
     } else {
@@ -411,8 +416,7 @@ fn run_tool(tool: &Tool, data: &Path) -> Result<Row> {
 }
 
 fn finish_tool(tool: &Tool, row: &mut Row, data: &Path) -> Result<()> {
-    warm(data)?;
-    row.incremental = timed(tool.backup(data), &tool.log("incremental"))?;
+    row.incremental = timed_backup(tool, data, "incremental")?;
     let target = &tool.restore_to;
     if target.exists() {
         std::fs::remove_dir_all(target)?;
@@ -1008,8 +1012,7 @@ fn memory_vault_backup(
     in_memory.logs.clone_from(&tool.logs);
     std::fs::create_dir_all(&dir)?;
     let timing = timed(in_memory.init(), &in_memory.log("init-memory"))
-        .and_then(|_| warm(data))
-        .and_then(|()| timed(in_memory.backup(data), &in_memory.log("initial-memory")));
+        .and_then(|_| timed_backup(&in_memory, data, "initial-memory"));
     std::fs::remove_dir_all(&dir)?;
     Ok(Some((timing?, tree_size(data)?.0)))
 }
