@@ -282,17 +282,17 @@ pub async fn ingest(
         _ => None,
     };
 
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = opts
         .workers
-        .unwrap_or_else(|| {
-            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        .unwrap_or(
             // A remote source's reads wait on the network, not the CPU.
             if source.paced() {
                 cpus.max(REMOTE_WORKERS)
             } else {
                 cpus + LOCAL_EXTRA_WORKERS
-            }
-        })
+            },
+        )
         .max(1);
     let target = opts
         .pack_target_size
@@ -314,6 +314,13 @@ pub async fn ingest(
                 bytes: target,
                 blobs: opts.pack_max_blobs.unwrap_or(packer::MAX_PACK_BLOBS),
                 segment_entries: opts.segment_entries.unwrap_or(packer::SEGMENT_ENTRIES),
+                // A remote source's extra workers wait on the network
+                // and do not each keep a window.
+                idle_windows: if source.paced() {
+                    cpus.min(workers)
+                } else {
+                    workers
+                },
             },
             progress.clone(),
         )),
