@@ -113,9 +113,7 @@ pub(super) struct Packer {
     builders: Builders,
     /// Buffers of stored packs, for the next packs.
     spares: Spares,
-    /// Read windows of idle workers ([`PackLimits::idle_windows`] at most).
-    windows: Mutex<Vec<ChunkWindow>>,
-    max_idle_windows: usize,
+    windows: Windows,
     tx: mpsc::Sender<Upload>,
     uploader: JoinHandle<Result<Packed>>,
 }
@@ -160,8 +158,7 @@ impl Packer {
             segments: Mutex::new(Vec::new()),
             builders: Builders::new(cores),
             spares,
-            windows: Mutex::new(Vec::new()),
-            max_idle_windows: limits.idle_windows,
+            windows: Windows::new(limits.idle_windows),
             tx,
             uploader,
         }
@@ -175,19 +172,11 @@ impl Packer {
         len_hint: u64,
         sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<u64> {
-        let mut window = self
-            .windows
-            .lock()
-            .expect("window lock")
-            .pop()
-            .unwrap_or_default();
+        let mut window = self.windows.take();
         let read = self
             .chunker
             .for_each_chunk(reader, len_hint, &mut window, sink);
-        let mut idle = self.windows.lock().expect("window lock");
-        if idle.len() < self.max_idle_windows {
-            idle.push(window);
-        }
+        self.windows.give(window);
         read
     }
 
@@ -426,6 +415,40 @@ impl Spares {
     }
 }
 
+/// Read windows of workers between objects: up to
+/// [`PackLimits::idle_windows`] are kept, so the next large object reads
+/// into pages already faulted in.
+struct Windows {
+    idle: Mutex<Vec<ChunkWindow>>,
+    keep: usize,
+}
+
+impl Windows {
+    fn new(keep: usize) -> Self {
+        Windows {
+            idle: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// A kept window, or a new (empty) one.
+    fn take(&self) -> ChunkWindow {
+        self.idle
+            .lock()
+            .expect("window lock")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `window` for the next object, unless enough are kept.
+    fn give(&self, window: ChunkWindow) {
+        let mut idle = self.idle.lock().expect("window lock");
+        if idle.len() < self.keep {
+            idle.push(window);
+        }
+    }
+}
+
 fn stopped() -> Error {
     Error::new(
         ErrorKind::Io,
@@ -587,5 +610,26 @@ mod tests {
         });
         assert!(most.load(Ordering::SeqCst) <= 2);
         assert!(builders.take_idle().len() <= 2);
+    }
+
+    /// Workers that read at once all get a window, and as many as the
+    /// pool keeps come back for the next objects.
+    #[test]
+    fn windows_of_idle_workers_are_kept_up_to_the_limit() {
+        for keep in [0, 2, 4] {
+            let windows = Windows::new(keep);
+            let together = std::sync::Barrier::new(4);
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        let window = windows.take();
+                        // All four hold a window at once.
+                        together.wait();
+                        windows.give(window);
+                    });
+                }
+            });
+            assert_eq!(windows.idle.lock().unwrap().len(), keep);
+        }
     }
 }
