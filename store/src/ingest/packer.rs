@@ -52,8 +52,9 @@ pub(super) struct PackLimits {
     /// Read windows kept for the next object when a worker is done with
     /// one: one per worker that reads at the CPU's pace. A window dropped
     /// is faulted in again, 4 KiB at a time, by the next large object
-    /// (large data, 4 workers: keeping 2 of them, 94–106k page faults and
-    /// 4.80 CPU s; keeping all 4, 23–25k and 4.58 CPU s).
+    /// (large data, 4 workers, means of 8 backups: keeping 2 of them,
+    /// 94–106k page faults and 4.80 CPU s; keeping all 4, 23–27k and
+    /// 4.58 CPU s).
     pub idle_windows: usize,
 }
 
