@@ -282,6 +282,7 @@ pub async fn ingest(
         _ => None,
     };
 
+    // Asked once: it reads cgroup files.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = opts
         .workers
@@ -321,6 +322,7 @@ pub async fn ingest(
                 } else {
                     workers
                 },
+                builders: cpus,
             },
             progress.clone(),
         )),

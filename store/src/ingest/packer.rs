@@ -56,6 +56,8 @@ pub(super) struct PackLimits {
     /// 94–106k page faults and 4.80 CPU s; keeping all 4, 23–27k and
     /// 4.58 CPU s).
     pub idle_windows: usize,
+    /// Pack builders open at once (the cores).
+    pub builders: usize,
 }
 
 /// Uploads in flight at once.
@@ -133,8 +135,6 @@ impl Packer {
         let capacity =
             crate::pack::capacity_for(limits.bytes, chunker.largest_blob(), limits.blobs.max(1));
         let spares = Spares::new(capacity);
-        // Asked once: it reads cgroup files.
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let uploader = tokio::spawn(upload_loop(
             repo.backend().clone(),
             repo.pass_marker(seq),
@@ -157,7 +157,7 @@ impl Packer {
             }),
             segment_due,
             segments: Mutex::new(Vec::new()),
-            builders: Builders::new(cores),
+            builders: Builders::new(limits.builders.max(1)),
             spares,
             windows: Windows::new(limits.idle_windows),
             tx,
